@@ -1,0 +1,140 @@
+"""The CLI's commands, each ``async def cmd_NAME(args, console) -> exit code``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .durations import format_duration
+from .errors import UsageError
+from .journal import Journal, latest_changes
+from .plan import load_plan
+from .runner import RunOptions, run_plan
+from .target import Target
+from .wrangler import Wrangler
+
+
+async def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    options = RunOptions(
+        plan_path=args.plan, sim=args.sim, scenario=args.scenario, api_base=args.api_base, yes=args.yes,
+        report_dir=args.report_dir, journal_path=args.journal, tty=not args.no_tty, time_scale=args.time_scale,
+        console=console,
+    )
+    return await _run_and_summarise(options, console)
+
+
+async def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from .cli import EXAMPLE_PLAN
+
+    options = RunOptions(
+        plan_path=EXAMPLE_PLAN, sim=args.api_base is None, scenario=args.scenario, api_base=args.api_base, yes=True,
+        report_dir=args.report_dir, journal_path=args.journal, tty=not args.no_tty, time_scale=args.time_scale,
+        console=console, print_fault_timing=True,
+    )
+    return await _run_and_summarise(options, console)
+
+
+async def _run_and_summarise(options: RunOptions, console: Console) -> int:
+    outcome = await run_plan(options)
+    result = outcome.result
+    for path in outcome.report_files:
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    if outcome.fault_to_verified_s is not None:
+        console.print(f"fault onset → rollback verified: {outcome.fault_to_verified_s:.1f} s", markup=False,
+                      highlight=False)
+    if result.exit_code == 3:
+        console.print(
+            "ROLLBACK NOT VERIFIED. Check by hand: `wrangler deployments status --name WORKER`; roll back with "
+            "`wrangler rollback VERSION --name WORKER -y` (versions are in report.json under rollbacks).",
+            style="bold red", markup=False)
+    console.print(f"outcome: {result.outcome} (exit {result.exit_code}) — {result.detail}", markup=False,
+                  highlight=False)
+    return result.exit_code
+
+
+async def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    plan = load_plan(args.plan)
+    console.print(f"plan {plan.name!r} ({plan.source})", markup=False, highlight=False)
+    console.print(f"workers: {', '.join(w.name for w in plan.workers)}", markup=False)
+    console.print(f"baseline: {format_duration(plan.baseline_s)} before the first deploy", markup=False)
+    console.print("guards:", markup=False)
+    for guard in plan.guards:
+        console.print(f"  - {guard.name} → {guard.action}  ({guard!r})", markup=False, highlight=False)
+    console.print("phases:", markup=False)
+    for index, phase in enumerate(plan.steps, start=1):
+        console.print(f"  {index}. {phase.name}", markup=False, highlight=False)
+        for line in phase.describe():
+            console.print(f"       $ {line}" if _is_command(line) else f"       {line}", markup=False, highlight=False)
+    console.print("on a rollback breach, for each changed worker, newest first:", markup=False)
+    console.print("       $ wrangler rollback <version before> --name <worker> --message \"rollout: …\" -y",
+                  markup=False)
+    console.print("       $ wrangler deployments status --name <worker> --json   (verify)", markup=False)
+    return 0
+
+
+def _is_command(line: str) -> bool:
+    return line.startswith(("wrangler ", "npm ", "npx ", "node ", "git ", "python")) or line.split(" ")[0].startswith(
+        ("./", "/"))
+
+
+async def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    if not args.journal.exists():
+        console.print(f"no journal at {args.journal}: no rollout has run from this directory", markup=False)
+        return 0
+    async with Journal(args.journal) as journal:
+        records = await journal.rollouts(args.n)
+        table = Table(title=f"last rollouts ({args.journal})", title_justify="left")
+        for column in ("id", "plan", "target", "started", "duration", "outcome", "changed"):
+            table.add_column(column)
+        for record in records:
+            changes = latest_changes(await journal.changes(record.id))
+            outcome = record.outcome or ("running or killed" if record.ended is None else "?")
+            duration = format_duration(record.ended - record.started) if record.ended else "–"
+            table.add_row(record.id, record.plan, record.target or "", time.strftime(
+                "%Y-%m-%d %H:%M:%S", time.localtime(record.started)), duration, outcome,
+                ", ".join(f"{c.worker} {c.before}→{c.after or '?'}" for c in changes) or "–")
+    console.print(table)
+    return 0
+
+
+async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
+    if not args.journal.exists():
+        raise UsageError(f"no journal at {args.journal}: nothing to roll back")
+    async with Journal(args.journal) as journal:
+        records = await journal.rollouts(1, mode="run")
+        if not records:
+            raise UsageError("the journal has no rollout")
+        record = records[0]
+        changes = [c for c in latest_changes(await journal.changes(record.id)) if c.before]
+    if not changes:
+        console.print(f"rollout {record.id} changed nothing: nothing to roll back", markup=False)
+        return 0
+    api_base = args.api_base or record.api_base
+    if record.target == "simulator" and not api_base:
+        raise UsageError("the last rollout ran against a simulator; pass --api-base URL")
+    target = Target.from_api_base(api_base) if api_base else Target.cloudflare()
+    console.print(f"rollout {record.id} ({record.plan}) changed:", markup=False)
+    for change in changes:
+        console.print(f"  {change.worker}: {change.before} → {change.after or '(deploy in progress)'}", markup=False)
+    if not args.yes:
+        answer = console.input("roll all of them back, newest first? [y/N] ")
+        if answer.strip().lower() not in {"y", "yes"}:
+            console.print("nothing done", markup=False)
+            return 2
+    run_dir = args.journal.parent
+    plan_dir = Path(record.plan_path).parent if record.plan_path else None
+    wrangler = Wrangler.for_project(plan_dir, target.env, run_dir / "wrangler")
+    failed = False
+    for change in reversed(changes):
+        assert change.before is not None
+        result = await wrangler.rollback(change.worker, change.before, f"rollout: rollback --last of {record.id}")
+        state = await wrangler.deployment_status(change.worker)
+        verified = state.sole_version == change.before
+        failed |= not verified
+        note = "verified" if verified else f"NOT verified: active {state.versions}; {result.error_text[:200]}"
+        console.print(f"{change.worker} → {change.before}: {note}", markup=False, highlight=False)
+    return 3 if failed else 0

@@ -1,0 +1,265 @@
+"""Split the output of ``wrangler tail --format json`` into JSON objects, and decode them.
+
+wrangler prints each trace item with ``JSON.stringify(event, null, 4)`` (WRANGLER.md §0 item 2): an object
+starts with a line that is exactly ``{`` and ends with a line that is exactly ``}``; every line in between is
+indented.  JSON strings cannot hold a raw newline, so ``"\\n}"`` can only be the closing line of a top-level
+object and a line ``{`` can only open one.  The framer therefore finds boundaries with ``bytes.find`` over
+the buffer instead of looking at every line in Python.
+
+It also accepts, in the same stream:
+
+* compact objects, one per line (``jq -c``, the simulator's recordings);
+* any indentation (``jq .`` prints two spaces) and CRLF line ends;
+* garbage lines between objects (a stray warning), counted in ``garbage_lines``;
+* an object cut short because wrangler was killed mid-write, followed by a new one: the cut object is
+  dropped and counted in ``truncated_objects``.
+
+Both classes are sans-IO: feed them bytes as they come, split anywhere (even inside a UTF-8 character),
+and call ``flush()`` at end of input.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from rollout.events import TailEvent, _wire_decoder, event_from_wire
+
+__all__ = ["TailDecoder", "TailFramer"]
+
+_OPEN_LF: Final = b"\n{\n"          # a line "{" (LF ends)
+_OPEN_CRLF: Final = b"\n{\r\n"      # a line "{" (CRLF ends)
+_OPEN_4: Final = b'{\n    "'        # how a 4-space object opens, even glued to the tail of a cut object
+_CLOSE: Final = b"\n}"              # the start of a line "}"
+_CLOSE_OPEN: Final = b"\n}\n{"      # a line "}" and the next object's first byte: the usual boundary
+_NL: Final = 10
+_CR: Final = 13
+
+
+class TailFramer:
+    """Cut a byte stream into complete top-level JSON objects.
+
+    Args:
+        max_object_bytes: an unfinished object or line longer than this is dropped (and counted), so a
+            stream that never closes its object cannot grow the buffer without bound.
+
+    Attributes:
+        objects: objects returned so far.
+        garbage_lines: non-empty lines outside any object.
+        truncated_objects: objects that were cut short and dropped.
+        skipped_bytes: bytes dropped, in garbage lines and truncated objects.
+    """
+
+    def __init__(self, max_object_bytes: int = 8 << 20) -> None:
+        self.max_object_bytes = max_object_bytes
+        self.objects = 0
+        self.garbage_lines = 0
+        self.truncated_objects = 0
+        self.skipped_bytes = 0
+        self._buf = b""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of an object or line."""
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add ``chunk`` and return the objects it completed, oldest first."""
+        out: list[bytes] = []
+        self._split(chunk, out, True)
+        return out
+
+    def flush(self) -> list[bytes]:
+        """End of input: return what can still be completed and drop (and count) the rest."""
+        out: list[bytes] = []
+        self._split(b"\n", out, True)
+        self._drop_rest()
+        return out
+
+    def reset(self) -> None:
+        """Drop any partial object, e.g. when the process writing the stream was restarted."""
+        self._drop_rest()
+
+    def _drop_rest(self) -> None:
+        rest = self._buf
+        self._buf = b""
+        if rest.strip():
+            self.skipped_bytes += len(rest)
+            if rest[:1] == b"{":
+                self.truncated_objects += 1
+            else:
+                self.garbage_lines += 1
+
+    def _split(self, chunk: bytes, out: list[bytes], check: bool) -> None:
+        """Append every complete object of buffer + ``chunk`` to ``out``; keep the unfinished tail.
+
+        With ``check`` false (the decoder's fast path), boundaries are searched as ``"\n}\n{"``, which
+        is faster to find than ``"\n}"``, and nothing is checked: a candidate may then hold a cut-off
+        object, or two objects with garbage between them.  Such a candidate does not decode, and
+        :class:`TailDecoder` re-frames it with ``check`` true, which is exact.
+        """
+        buf = self._buf + chunk if self._buf else chunk
+        n = len(buf)
+        pos = 0  # always at the start of a line
+        find = buf.find
+        append = out.append
+        emitted = len(out)
+        while pos < n:
+            if buf[pos] == 123 and buf[pos + 1: pos + 2] == b"\n":  # a line "{": a pretty object opens
+                start = pos + 1
+            else:
+                eol = find(b"\n", pos)
+                if eol < 0:
+                    break
+                line = buf[pos:eol].strip()
+                if line[:1] != b"{":
+                    if line:
+                        self.garbage_lines += 1
+                        self.skipped_bytes += eol + 1 - pos
+                    pos = eol + 1
+                    continue
+                if line[-1:] == b"}":  # a compact object
+                    append(line)
+                    pos = eol + 1
+                    continue
+                if line != b"{" or buf[pos] != 123:  # a compact object cut short
+                    self.truncated_objects += 1
+                    self.skipped_bytes += eol + 1 - pos
+                    pos = eol + 1
+                    continue
+                start = eol  # "{" followed by CR or blanks
+            end = -1 if check else find(_CLOSE_OPEN, start)
+            if end < 0:
+                end = find(_CLOSE, start)
+                if end < 0:
+                    break
+            nxt = end + 2
+            if nxt >= n:
+                break
+            if buf[nxt] == _NL:
+                nxt += 1
+            else:
+                eol = find(b"\n", nxt)
+                if eol < 0:
+                    break
+                if buf[nxt:eol].strip():  # "}" with something glued after it: keep the object
+                    self.garbage_lines += 1
+                    self.skipped_bytes += eol - nxt
+                nxt = eol + 1
+            if check:
+                cut = _last_open(buf, pos, end)
+                if cut > pos:
+                    self.truncated_objects += 1
+                    self.skipped_bytes += cut - pos
+                    pos = cut
+                    continue
+            append(buf[pos: end + 2])
+            pos = nxt
+        self.objects += len(out) - emitted
+        self._buf = buf[pos:] if pos < n else b""
+        if len(self._buf) > self.max_object_bytes:
+            self.truncated_objects += 1
+            self.skipped_bytes += len(self._buf)
+            self._buf = b""
+
+
+def _last_open(buf: bytes, pos: int, end: int) -> int:
+    """Start of the last object opening in ``buf[pos:end]`` after the one at ``pos`` (``pos`` if none).
+
+    An opening is a line ``{``, or ``{`` + newline + a 4-space-indented key glued to the end of a line cut
+    short (a nested object's first key is indented deeper, so this only matches a top-level opening; it is
+    only looked for when the object at ``pos`` itself is indented with 4 spaces, as wrangler prints).
+    """
+    cut = max(buf.rfind(_OPEN_LF, pos, end + 1), buf.rfind(_OPEN_CRLF, pos, end + 1)) + 1
+    if buf.startswith(_OPEN_4, pos):
+        cut = max(cut, buf.rfind(_OPEN_4, pos + 1, end))
+    return cut if cut > pos else pos
+
+
+class TailDecoder:
+    """Bytes in, :class:`~rollout.events.TailEvent` values out.
+
+    Malformed objects are counted in :attr:`parse_errors` (with the last message in :attr:`last_error`),
+    never raised.  An object glued to the cut-off start of another is recovered and the cut part counted
+    as truncated.
+
+    Attributes:
+        events: events decoded so far.
+        parse_errors: objects that were framed but could not be decoded as trace items.
+        last_error: the message of the latest parse error.
+    """
+
+    def __init__(self, max_object_bytes: int = 8 << 20) -> None:
+        self.framer = TailFramer(max_object_bytes)
+        self.events = 0
+        self.parse_errors = 0
+        self.last_error: str | None = None
+
+    @property
+    def garbage_lines(self) -> int:
+        return self.framer.garbage_lines
+
+    @property
+    def truncated_objects(self) -> int:
+        return self.framer.truncated_objects
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self.framer.skipped_bytes
+
+    @property
+    def malformed(self) -> int:
+        """Everything that was not a valid event: parse errors, garbage lines and truncated objects."""
+        return self.parse_errors + self.framer.garbage_lines + self.framer.truncated_objects
+
+    def feed(self, chunk: bytes) -> list[TailEvent]:
+        """Add ``chunk`` and return the events it completed, oldest first."""
+        objs: list[bytes] = []
+        self.framer._split(chunk, objs, False)
+        return self._decode(objs)
+
+    def flush(self) -> list[TailEvent]:
+        """End of input: decode what can still be completed."""
+        objs: list[bytes] = []
+        self.framer._split(b"\n", objs, False)
+        self.framer._drop_rest()
+        return self._decode(objs)
+
+    def reset(self) -> None:
+        """Drop any partial object (call it when the writing process restarts)."""
+        self.framer.reset()
+
+    def _decode(self, objs: list[bytes]) -> list[TailEvent]:
+        out: list[TailEvent] = []
+        append = out.append
+        decode = _wire_decoder.decode
+        convert = event_from_wire
+        for raw in objs:
+            try:
+                append(convert(decode(raw)))
+            except (msgspec.DecodeError, ValueError, OverflowError) as exc:
+                self._recover(raw, exc, out)
+        self.events += len(out)
+        return out
+
+    def _recover(self, raw: bytes, exc: Exception, out: list[TailEvent]) -> None:
+        """Re-frame a candidate that did not decode, exactly, and decode what it holds."""
+        exact = TailFramer(self.framer.max_object_bytes)
+        parts = exact.feed(raw + b"\n")
+        parts += exact.flush()
+        self.framer.garbage_lines += exact.garbage_lines
+        self.framer.truncated_objects += exact.truncated_objects
+        self.framer.skipped_bytes += exact.skipped_bytes
+        if parts == [raw]:
+            self._fail(exc)
+            return
+        for part in parts:
+            try:
+                out.append(event_from_wire(_wire_decoder.decode(part)))
+            except (msgspec.DecodeError, ValueError, OverflowError) as exc2:
+                self._fail(exc2)
+
+    def _fail(self, exc: Exception) -> None:
+        self.parse_errors += 1
+        self.last_error = f"not a tail event: {exc}"

@@ -1,0 +1,337 @@
+"""Guards: rules over a worker's signals that say ok, breach, no data, or inconclusive.
+
+A guard never reads a bare ratio over a short window.  Each one states a null hypothesis ("the error rate
+is at most baseline + 5 points", "churn is at most 50 lines an hour") and breaches only when an exact test
+rejects it at ``alpha`` *and* the window holds at least ``min_samples`` requests.  So 1 error in 3
+requests never rolls production back, while 30 errors in 200 requests against a clean baseline does.
+
+States:
+
+* ``no_data``: nothing to judge (no requests in the window).  Never read as healthy, never as a breach.
+* ``inconclusive``: data, but too little to say: fewer than ``min_samples`` requests, or the observed
+  value is past the threshold without being significant yet.
+* ``breach``: the test rejects; the guard's ``action`` (``rollback``, ``alert``, ``warn``) applies.
+* ``ok``: enough data and the value is within the threshold.
+
+Windows are in event time: ``[max(now - window_s, since_ms), now]``.  ``since_ms`` (when the guard was
+armed, e.g. the deploy) keeps events from before the change out of the judgement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol, runtime_checkable
+
+from rollout.signals import WindowStats, WorkerSignals
+from rollout.stats import binom_sf, poisson_sf
+
+__all__ = [
+    "Action",
+    "ErrorRate",
+    "Guard",
+    "GuardState",
+    "LogRate",
+    "NewExceptions",
+    "Verdict",
+    "default_guards",
+]
+
+Action = Literal["rollback", "alert", "warn"]
+GuardState = Literal["ok", "breach", "no_data", "inconclusive"]
+
+_HOUR_MS: Final = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One guard's judgement of one worker at one instant (a value, safe to hand to the view or journal).
+
+    Attributes:
+        value: the observed value (a rate, a per-hour rate, a count), None without data.
+        baseline: the baseline value the threshold was derived from, when there is one.
+        threshold: the value the test compares against.
+        samples: requests in the window.
+        p_value: the exact test's p-value, when a test ran.
+        test: the name of the test.
+        detail: one line for a person, e.g. ``error rate 14.2% (57/401) vs baseline 0.4% + 5.0 pts,
+            binomial p=3e-21 < 0.001``.
+        at_ms: the ``now_ms`` the verdict was computed for.
+    """
+
+    guard: str
+    worker: str
+    action: Action
+    state: GuardState
+    value: float | None
+    baseline: float | None
+    threshold: float
+    samples: int
+    window_s: float
+    p_value: float | None
+    test: str
+    detail: str
+    at_ms: int
+
+
+@runtime_checkable
+class Guard(Protocol):
+    """What the engine needs from a guard (the built-ins below are frozen dataclasses)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def action(self) -> Action: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def min_samples(self) -> int: ...
+
+    def evaluate(
+        self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,
+    ) -> Verdict: ...
+
+
+def _bounds(signals: WorkerSignals, now_ms: int, window_s: float, since_ms: int | None) -> tuple[int, int]:
+    """The window ``[start, end)`` ending at now; events up to one window ahead of ``now_ms`` (clock skew
+    between the edge and this machine) still count."""
+    span = int(window_s * 1000)
+    start = now_ms - span
+    if since_ms is not None and since_ms > start:
+        start = since_ms
+    end = min(max(now_ms, signals.latest_ms), now_ms + span) + 1  # + 1: an event at now_ms counts
+    return start, end
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}"
+
+
+def _check_common(name: str, window_s: float, min_samples: int, alpha: float) -> None:
+    if window_s <= 0:
+        raise ValueError(f"{name}: window_s must be > 0")
+    if min_samples < 0:
+        raise ValueError(f"{name}: min_samples must be >= 0")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"{name}: alpha must be in (0, 1)")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRate:
+    """Breach when the error rate is significantly above the baseline's plus a margin.
+
+    Test: one-sided exact binomial, H0: p <= baseline + ``above_baseline_by``; p-value
+    ``P(Bin(n, threshold) >= errors)``.  An error is a failed outcome or a 5xx status
+    (:attr:`rollout.events.TailEvent.is_error`).  Without a baseline (None, or no requests in it) the
+    baseline rate is taken as 0, and the detail says so.
+
+    Args:
+        above_baseline_by: the margin in rate units (0.05 = five percentage points).
+        version: judge only this ``scriptVersion`` (None: all traffic of the worker).
+        workers: restrict the guard to these workers (empty: every watched worker).
+    """
+
+    above_baseline_by: float = 0.05
+    window_s: float = 60.0
+    min_samples: int = 30
+    alpha: float = 0.001
+    action: Action = "rollback"
+    version: str | None = None
+    name: str = "error_rate"
+    workers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_common(self.name, self.window_s, self.min_samples, self.alpha)
+        if not 0.0 <= self.above_baseline_by < 1.0:
+            raise ValueError(f"{self.name}: above_baseline_by must be in [0, 1)")
+
+    def evaluate(
+        self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,
+    ) -> Verdict:
+        start, end = _bounds(signals, now_ms, self.window_s, since_ms)
+        w = signals.window(start, end, self.version)
+        n, k = w.requests, w.errors
+        base = baseline.error_rate if baseline is not None else None
+        base_rate = base if base is not None else 0.0
+        threshold = min(1.0, base_rate + self.above_baseline_by)
+        base_text = (f"baseline {_pct(base_rate)}" if base is not None
+                     else "no baseline (taken as 0.0%)")
+        margin = f"+ {self.above_baseline_by * 100:.1f} pts"
+        seconds = (end - start) / 1000
+        if n == 0:
+            return self._verdict(signals, "no_data", None, base, threshold, 0, None,
+                                 f"no requests in the last {seconds:.0f} s", now_ms)
+        rate = k / n
+        p = binom_sf(k, n, threshold) if threshold < 1.0 else 1.0
+        text = f"error rate {_pct(rate)} ({k}/{n}) vs {base_text} {margin}, binomial p={_p(p)}"
+        if n < self.min_samples:
+            state: GuardState = "inconclusive"
+            text += f"; {n} < {self.min_samples} requests, too few to judge"
+        elif p < self.alpha:
+            state = "breach"
+            text += f" < {self.alpha:g}"
+        elif rate > threshold:
+            state = "inconclusive"
+            text += f" >= {self.alpha:g}: above the threshold, not yet significant"
+        else:
+            state = "ok"
+            text += f" >= {self.alpha:g}"
+        if w.sampled:
+            text += " (tail sampled)"
+        return self._verdict(signals, state, rate, base, threshold, n, p, text, now_ms)
+
+    def _verdict(
+        self, signals: WorkerSignals, state: GuardState, value: float | None, base: float | None,
+        threshold: float, n: int, p: float | None, detail: str, now_ms: int,
+    ) -> Verdict:
+        return Verdict(self.name, signals.worker, self.action, state, value, base, threshold, n, self.window_s,
+                       p, "exact binomial, one-sided", detail, now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRate:
+    """Breach when a log pattern's rate per hour is significantly above ``max_per_hour``.
+
+    Test: one-sided exact Poisson on the count over the observed part of the window, H0: rate <=
+    ``max_per_hour``; p-value ``P(Poisson(max_per_hour * hours) >= count)``.  One churn line in 10 s is
+    "360/hour" as a ratio but p = 0.13 under 50/hour: not a breach.  Samples are the window's requests
+    (events of any kind but sampling notices); none means ``no_data``.  While the tail is sampled, counts
+    are lower bounds, so a breach stays a breach.
+
+    Args:
+        pattern: a name from the signals' patterns (``do_churn``, ``do_young``, ...).
+    """
+
+    pattern: str = "do_churn"
+    max_per_hour: float = 50.0
+    window_s: float = 300.0
+    min_samples: int = 1
+    alpha: float = 0.001
+    action: Action = "rollback"
+    version: str | None = None
+    name: str = ""
+    workers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.pattern}_per_hour")
+        _check_common(self.name, self.window_s, self.min_samples, self.alpha)
+        if self.max_per_hour <= 0:
+            raise ValueError(f"{self.name}: max_per_hour must be > 0")
+
+    def evaluate(
+        self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,
+    ) -> Verdict:
+        start, end = _bounds(signals, now_ms, self.window_s, since_ms)
+        w = signals.window(start, end, self.version)
+        base = baseline.rate_per_hour(self.pattern) if baseline is not None and baseline.observed_ms else None
+        hours = w.observed_ms / _HOUR_MS
+        if self.pattern not in signals.patterns:
+            return self._verdict(signals, "no_data", None, base, 0, None,
+                                 f"pattern {self.pattern!r} is not watched", now_ms)
+        if w.requests == 0 or hours <= 0:
+            return self._verdict(signals, "no_data", None, base, w.requests, None,
+                                 f"no requests in the last {(end - start) / 1000:.0f} s", now_ms)
+        count = w.pattern_counts.get(self.pattern, 0)
+        rate = count / hours
+        p = poisson_sf(count, self.max_per_hour * hours)
+        text = (f"{self.pattern} {rate:.0f}/h ({count} in {w.observed_ms / 1000:.0f} s, {w.requests} requests) "
+                f"vs max {self.max_per_hour:g}/h, Poisson p={_p(p)}")
+        if w.requests < self.min_samples:
+            state: GuardState = "inconclusive"
+            text += f"; {w.requests} < {self.min_samples} requests, too few to judge"
+        elif p < self.alpha:
+            state = "breach"
+            text += f" < {self.alpha:g}"
+        elif rate > self.max_per_hour:
+            state = "inconclusive"
+            text += f" >= {self.alpha:g}: above the limit, not yet significant"
+        else:
+            state = "ok"
+            text += f" >= {self.alpha:g}"
+        if w.sampled:
+            text += " (tail sampled: counts are lower bounds)"
+        return self._verdict(signals, state, rate, base, w.requests, p, text, now_ms)
+
+    def _verdict(
+        self, signals: WorkerSignals, state: GuardState, value: float | None, base: float | None, n: int,
+        p: float | None, detail: str, now_ms: int,
+    ) -> Verdict:
+        return Verdict(self.name, signals.worker, self.action, state, value, base, self.max_per_hour, n,
+                       self.window_s, p, "exact Poisson, one-sided", detail, now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class NewExceptions:
+    """Breach when a version raises an exception signature that no other version raised and that was not
+    seen before the guard was armed.
+
+    A signature is the exception's name plus the first line of its message, so ``Error: boom`` and
+    ``Error: timeout`` differ.  Only signatures that occurred inside the window count, so the guard
+    recovers once the offending version stops serving.
+
+    Args:
+        version: the version to watch; None: the newest version seen (the canary).
+    """
+
+    action: Action = "alert"
+    window_s: float = 300.0
+    min_samples: int = 1
+    version: str | None = None
+    name: str = "new_exceptions"
+    workers: tuple[str, ...] = ()
+
+    def evaluate(
+        self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,
+    ) -> Verdict:
+        start, end = _bounds(signals, now_ms, self.window_s, since_ms)
+        target = self.version
+        if target is None:
+            seen = [(signals.first_seen(v) or 0, v) for v in signals.versions()]
+            target = max(seen)[1] if seen else None
+        label = f"version {target[:8]}" if target else "the worker"
+        w = signals.window(start, end, target)
+        others = signals.versions() - {target} if target is not None else set()
+        if since_ms is None and not others:
+            state: GuardState = "no_data" if w.requests == 0 else "inconclusive"
+            return self._verdict(signals, state, None, w.requests,
+                                 f"no other version and no arming time to compare {label} with", now_ms)
+        known = {s.key for v in signals.signature_versions() if v != target for s in signals.signatures(v)}
+        fresh = [s for s in signals.signatures(target)
+                 if s.key not in known and s.last_ms >= start
+                 and (since_ms is None or s.first_ms >= since_ms)]
+        if fresh:
+            shown = "; ".join(f"{s.key[:80]} ({s.count}x)" for s in fresh[:3])
+            more = f" and {len(fresh) - 3} more" if len(fresh) > 3 else ""
+            return self._verdict(signals, "breach", len(fresh), w.requests,
+                                 f"{len(fresh)} new exception signature(s) in {label}: {shown}{more}", now_ms)
+        if w.requests == 0:
+            return self._verdict(signals, "no_data", None, 0, f"no requests of {label} in the window", now_ms)
+        if w.requests < self.min_samples:
+            return self._verdict(signals, "inconclusive", 0, w.requests,
+                                 f"no new exceptions in {label}, {w.requests} < {self.min_samples} requests",
+                                 now_ms)
+        return self._verdict(signals, "ok", 0, w.requests,
+                             f"no new exception signatures in {label} ({w.requests} requests)", now_ms)
+
+    def _verdict(
+        self, signals: WorkerSignals, state: GuardState, value: float | None, n: int, detail: str, now_ms: int,
+    ) -> Verdict:
+        return Verdict(self.name, signals.worker, self.action, state, value, None, 0.0, n, self.window_s, None,
+                       "new exception signatures", detail, now_ms)
+
+
+def default_guards() -> list[Guard]:
+    """The runbook's alert conditions (004): error rate more than 5 points above baseline -> rollback;
+    DO churn over 50/hour -> rollback; young DO instances over 100/hour -> warn."""
+    return [
+        ErrorRate(above_baseline_by=0.05, action="rollback"),
+        LogRate(pattern="do_churn", max_per_hour=50, action="rollback"),
+        LogRate(pattern="do_young", max_per_hour=100, action="warn"),
+    ]

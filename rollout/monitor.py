@@ -1,0 +1,89 @@
+"""One monitor per watched worker: a tail source, framing and parsing, and the worker's signals."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from .events import TailEvent
+from .framing import TailDecoder
+from .signals import DEFAULT_PATTERNS, WorkerSignals
+from .sources import SourceStatus
+
+logger = logging.getLogger("rollout.monitor")
+
+
+class Source(Protocol):
+    status: SourceStatus
+
+    async def run(self, on_chunk: Callable[[bytes], None]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorSnapshot:
+    """What a monitor knows at one instant (a value, safe to hand to the view)."""
+
+    worker: str
+    connected: bool
+    reconnects: int
+    blind_s: float
+    events: int
+    parse_errors: int
+    last_event_ms: int
+
+
+class Monitor:
+    """Feeds a worker's tail into its :class:`WorkerSignals`.
+
+    ``on_events`` is called after each chunk that produced events (the engine evaluates guards
+    there, so detection does not wait for a timer).  Events of other workers are ignored.
+    """
+
+    def __init__(
+        self,
+        worker: str,
+        source: Source,
+        *,
+        patterns: Mapping[str, str] = DEFAULT_PATTERNS,
+        on_events: Callable[[str, list[TailEvent]], None] | None = None,
+        recorder: Callable[[bytes], None] | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.worker = worker
+        self.source = source
+        self.decoder = TailDecoder()
+        self.signals = WorkerSignals(worker, patterns=patterns)
+        self.on_events = on_events
+        self.recorder = recorder
+        self.clock = clock
+
+    def feed(self, chunk: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder(chunk)
+        events = self.decoder.feed(chunk)
+        if not events:
+            return
+        add = self.signals.add
+        worker = self.worker
+        for event in events:
+            if event.worker is None or event.worker == worker:
+                add(event)
+        if self.on_events is not None:
+            self.on_events(worker, events)
+
+    async def run(self) -> None:
+        await self.source.run(self.feed)
+
+    def snapshot(self) -> MonitorSnapshot:
+        status = self.source.status
+        return MonitorSnapshot(
+            worker=self.worker,
+            connected=status.connected,
+            reconnects=status.reconnects,
+            blind_s=status.blind_s(self.clock()),
+            events=self.decoder.events,
+            parse_errors=self.decoder.parse_errors,
+            last_event_ms=self.signals.latest_ms,
+        )

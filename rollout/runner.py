@@ -1,0 +1,173 @@
+"""Runs a plan end to end: target (Cloudflare, a running simulator, or one started in-process), journal,
+view, engine, reports.  The CLI and the programmatic API share this."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+
+from .bus import EventBus
+from .engine import Engine, EngineOptions, RunResult
+from .journal import DEFAULT_JOURNAL, Journal
+from .plan import Plan, load_plan
+from .report import ReportInput, build_report, write_reports
+from .target import Target
+from .view import LiveView, PlainView, View
+from .wrangler import Wrangler
+
+logger = logging.getLogger("rollout.runner")
+
+
+@dataclass
+class RunOptions:
+    """Everything ``rollout run`` takes; ``run_plan`` accepts the same for programmatic use."""
+
+    plan_path: Path
+    sim: bool = False
+    scenario: str = "healthy"
+    api_base: str | None = None
+    yes: bool = False
+    report_dir: Path = Path("reports")
+    journal_path: Path = DEFAULT_JOURNAL
+    tty: bool = True
+    time_scale: float = 1.0
+    console: Console | None = None
+    print_fault_timing: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    result: RunResult
+    report: dict[str, object]
+    report_files: list[Path]
+    fault_to_verified_s: float | None
+
+
+@contextlib.asynccontextmanager
+async def open_target(sim: bool, scenario: str, api_base: str | None, run_dir: Path
+                      ) -> AsyncIterator[tuple[Target, object | None]]:
+    """Yield the target: a simulator started here, a running one (``api_base``), or Cloudflare."""
+    if sim:
+        from .sim import Simulator
+
+        async with Simulator(scenario=scenario, port=0) as simulator:
+            env = dict(simulator.env())
+            env["XDG_CONFIG_HOME"] = str(run_dir / "wrangler-home")
+            yield Target.simulator(env), simulator
+    elif api_base:
+        target = Target.from_api_base(api_base)
+        if target.edge_url is None:
+            target = await _discover_edge(target)
+        yield target, None
+    else:
+        yield Target.cloudflare(), None
+
+
+async def _discover_edge(target: Target) -> Target:
+    """Ask a running simulator where its edge is (so ``--api-base`` alone is enough)."""
+    import httpx
+
+    assert target.api_base is not None
+    base = target.api_base.split("/client/v4")[0]
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+            info = (await client.get(f"{base}/__sim/info")).json()
+    except (httpx.HTTPError, ValueError):
+        return target
+    edge = info.get("edge_url") if isinstance(info, dict) else None
+    if not edge:
+        return target
+    env = dict(target.env)
+    env["ROLLOUT_EDGE_URL"] = edge
+    return Target(name=target.name, env=env, edge_url=edge)
+
+
+def make_view(console: Console, tty: bool) -> View:
+    return LiveView(console) if tty and console.is_terminal else PlainView(console)
+
+
+async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
+    """Load and run a plan; returns the result and the written reports."""
+    plan = plan or load_plan(options.plan_path)
+    console = options.console or Console()
+    run_dir = options.journal_path.parent
+    await anyio.Path(run_dir).mkdir(parents=True, exist_ok=True)
+    async with open_target(options.sim, options.scenario, options.api_base, run_dir) as (target, simulator):
+        project_dir = plan.source.parent if plan.source else Path.cwd()
+        wrangler = Wrangler.for_project(project_dir, {**target.env, **options.extra_env}, run_dir / "wrangler")
+        bus = EventBus()
+        view = make_view(console, options.tty)
+        async with Journal(options.journal_path) as journal:
+            engine = Engine(plan, target, wrangler=wrangler, journal=journal, bus=bus,
+                            ask=None if not options.tty and not options.yes else _asker(view, options.yes),
+                            options=EngineOptions(time_scale=options.time_scale))
+            journal_stream = bus.subscribe("journal", buffer=100_000)
+            view_stream = bus.subscribe("view", buffer=10_000)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_journal_writer, journal, engine.rollout_id, journal_stream)
+                tg.start_soon(view.run, view_stream)
+                try:
+                    result = await engine.run()
+                finally:
+                    bus.close()
+            fault_onset = simulator.first_fault_onset() if simulator is not None else None  # type: ignore[attr-defined]
+            migrations = await journal.migrations(engine.rollout_id)
+        report = build_report(ReportInput(
+            rollout_id=result.rollout_id, plan=plan.name, target=target.name, outcome=result.outcome,
+            exit_code=result.exit_code, detail=result.detail, started=result.started, ended=result.ended,
+            events=list(bus.history), migrations=migrations))
+        files = await write_reports(report, options.report_dir)
+    timing = None
+    if fault_onset is not None and result.rollback_verified_at is not None:
+        timing = result.rollback_verified_at - fault_onset
+    return RunOutcome(result, report, files, timing)
+
+
+def _asker(view: View, yes: bool):  # type: ignore[no-untyped-def]
+    async def ask(question: str) -> bool:
+        if yes:
+            return True
+        return await view.ask(question)
+
+    return ask
+
+
+async def _journal_writer(journal: Journal, rollout_id: str, stream) -> None:  # type: ignore[no-untyped-def]
+    """Append events in small batches, each batch one transaction."""
+    from .bus import WorkerStats
+
+    async with stream:
+        batch = []
+        async for event in stream:
+            if isinstance(event, WorkerStats):
+                continue
+            batch.append(event)
+            while True:
+                try:
+                    extra = stream.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                if not isinstance(extra, WorkerStats):
+                    batch.append(extra)
+            with anyio.CancelScope(shield=True):
+                await journal.append(rollout_id, batch)
+            batch = []
+
+
+def configure_logging(run_dir: Path) -> None:
+    """Library logs go to a file, never to the terminal (the view owns it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "rollout.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("rollout")
+    root.handlers[:] = [handler]
+    root.setLevel(os.environ.get("ROLLOUT_LOG_LEVEL", "INFO"))
+    root.propagate = False

@@ -1,0 +1,139 @@
+"""Tail sessions: fan trace items out to the open tail WebSockets, with the tail faults applied."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio import CancelScope
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from rollout.sim._clock import SimClock
+from rollout.sim._state import Tail
+from rollout.sim._trace import overload_notice, passes
+from rollout.sim._ws import WebSocket
+from rollout.sim.scenario import TailFaults
+
+logger = logging.getLogger("rollout.sim")
+
+_BUFFER = 2000
+_CLOSE_GRACE = 2.0
+
+
+@dataclass(eq=False, slots=True)
+class _Subscriber:
+    tail: Tail
+    send: MemoryObjectSendStream[str]
+    sampling: bool = False
+    delivered: int = 0
+    withheld: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TailStats:
+    """What happened on tail sockets so far (for tests and the CLI log)."""
+
+    connections: int
+    open: int
+    delivered: int
+    withheld: int
+    unmasked_frames: int
+
+
+class TailHub:
+    def __init__(self, clock: SimClock, faults: TailFaults, seed: int) -> None:
+        self.clock = clock
+        self.faults = faults
+        self._rng = random.Random(seed)
+        self._subs: dict[str, set[_Subscriber]] = {}
+        self._connections = 0
+        self._delivered = 0
+        self._withheld = 0
+        self._unmasked = 0
+
+    def listening(self, worker: str) -> bool:
+        return bool(self._subs.get(worker))
+
+    def stats(self) -> TailStats:
+        open_ = sum(len(s) for s in self._subs.values())
+        return TailStats(self._connections, open_, self._delivered, self._withheld, self._unmasked)
+
+    def publish(self, worker: str, item: dict[str, Any]) -> None:
+        subs = self._subs.get(worker)
+        if not subs:
+            return
+        text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+        now = self.clock.now()
+        for sub in list(subs):
+            if now >= sub.tail.expires_at:
+                continue  # expired tails go silent but stay open, like Cloudflare's
+            if not passes(sub.tail.filters, item, self._rng):
+                continue
+            if sub.sampling and self._rng.random() >= self.faults.sampling_keep:
+                self._withheld += 1
+                continue
+            try:
+                sub.send.send_nowait(text)
+            except anyio.WouldBlock:
+                self._withheld += 1
+
+    async def session(self, tail: Tail, ws: WebSocket) -> None:
+        """Serve one tail WebSocket until either side ends it."""
+        send, receive = anyio.create_memory_object_stream[str](_BUFFER)
+        sub = _Subscriber(tail, send)
+        self._subs.setdefault(tail.worker, set()).add(sub)
+        self._connections += 1
+        logger.info("tail %s of %s connected", tail.id, tail.worker)
+        try:
+            async with send, receive, anyio.create_task_group() as tg:
+                tg.start_soon(self._reader, ws, tg.cancel_scope)
+                tg.start_soon(self._writer, ws, receive, sub)
+                if self.faults.drop_every:
+                    tg.start_soon(self._dropper, ws, tg.cancel_scope)
+                if self.faults.sampling_after is not None:
+                    tg.start_soon(self._sampler, sub)
+        finally:
+            self._subs[tail.worker].discard(sub)
+            self._unmasked += ws.unmasked_frames
+            logger.info("tail %s of %s disconnected", tail.id, tail.worker)
+
+    async def _reader(self, ws: WebSocket, scope: CancelScope) -> None:
+        while await ws.receive() is not None:
+            pass  # {"debug":false} is the only thing wrangler sends; pings are answered inside
+        scope.cancel()
+
+    async def _writer(self, ws: WebSocket, receive: MemoryObjectReceiveStream[str], sub: _Subscriber) -> None:
+        async for text in receive:
+            if ws.closed:
+                return
+            await ws.send_text(text)
+            sub.delivered += 1
+            self._delivered += 1
+
+    async def _dropper(self, ws: WebSocket, scope: CancelScope) -> None:
+        assert self.faults.drop_every is not None
+        await self.clock.sleep(self.faults.drop_every)
+        if self.faults.drop_mode == "tcp":
+            logger.info("fault: dropping the tail TCP connection")
+            await ws.abort()
+            scope.cancel()
+            return
+        logger.info("fault: closing the tail WebSocket with code %d", self.faults.close_code)
+        await ws.close(self.faults.close_code, "rollout sim: injected tail drop")
+        await anyio.sleep(_CLOSE_GRACE)  # the reader ends the session when the client echoes the close
+        await ws.abort()
+        scope.cancel()
+
+    async def _sampler(self, sub: _Subscriber) -> None:
+        assert self.faults.sampling_after is not None
+        await self.clock.sleep(self.faults.sampling_after)
+        sub.sampling = True
+        await sub.send.send(json.dumps(overload_notice(True, self.clock.now())))
+        await self.clock.sleep(self.faults.sampling_for)
+        sub.sampling = False
+        await sub.send.send(json.dumps(overload_notice(False, self.clock.now())))

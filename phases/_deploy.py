@@ -92,8 +92,6 @@ async def deploy_one(ctx: PhaseContext, worker: Worker, message: str | None) -> 
         raise PhaseFailed(ctx.phase, f"deploy of {worker.name} failed{live}: " + " | ".join(error)[:400])
     if after == before:
         ctx.say(f"{worker.name}: deploy left {before} active (nothing changed)", "warn")
-    else:
-        ctx.say(f"{worker.name}: {before or '(new)'} → {after}")
     return after
 
 

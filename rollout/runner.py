@@ -72,19 +72,11 @@ async def open_target(sim: bool, scenario: str, api_base: str | None, run_dir: P
 
 
 async def _discover_edge(target: Target) -> Target:
-    """Ask a running simulator where its edge is (so ``--api-base`` alone is enough)."""
-    import httpx
-
+    """A running simulator serves its edge on the API's own port, outside ``/client/v4``."""
     assert target.api_base is not None
-    base = target.api_base.split("/client/v4")[0]
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-            info = (await client.get(f"{base}/__sim/info")).json()
-    except (httpx.HTTPError, ValueError):
+    if not target.api_base.rstrip("/").endswith("/client/v4"):
         return target
-    edge = info.get("edge_url") if isinstance(info, dict) else None
-    if not edge:
-        return target
+    edge = target.api_base.rstrip("/")[: -len("/client/v4")]
     env = dict(target.env)
     env["ROLLOUT_EDGE_URL"] = edge
     return Target(name=target.name, env=env, edge_url=edge)

@@ -94,9 +94,14 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
             changes = latest_changes(await journal.changes(record.id))
             outcome = record.outcome or ("running or killed" if record.ended is None else "?")
             duration = format_duration(record.ended - record.started) if record.ended else "–"
-            table.add_row(record.id, record.plan, record.target or "", time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.localtime(record.started)), duration, outcome,
-                ", ".join(f"{c.worker} {c.before}→{c.after or '?'}" for c in changes) or "–")
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+            changed = ", ".join(f"{c.worker} {c.before}→{c.after or '?'}" for c in changes) or "–"
+            row = (record.id, record.plan, record.target or "", started, duration, outcome, changed)
+            if args.no_tty:
+                console.print("  ".join(row), markup=False, highlight=False, soft_wrap=True)
+            table.add_row(*row)
+    if args.no_tty:
+        return 0
     console.print(table)
     return 0
 

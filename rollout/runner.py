@@ -40,6 +40,7 @@ class RunOptions:
     time_scale: float = 1.0
     console: Console | None = None
     print_fault_timing: bool = False
+    engine: EngineOptions | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -100,7 +101,7 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
         async with Journal(options.journal_path) as journal:
             engine = Engine(plan, target, wrangler=wrangler, journal=journal, bus=bus,
                             ask=None if not options.tty and not options.yes else _asker(view, options.yes),
-                            options=EngineOptions(time_scale=options.time_scale))
+                            options=options.engine or EngineOptions(time_scale=options.time_scale))
             journal_stream = bus.subscribe("journal", buffer=100_000)
             view_stream = bus.subscribe("view", buffer=10_000)
             async with anyio.create_task_group() as tg:

@@ -59,6 +59,62 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE)
     _common(demo)
 
+    watch = sub.add_parser("watch", help="watch live workers under guards for hours (metrics, alerts, hourly)")
+    watch.add_argument("workers", nargs="+", metavar="WORKER")
+    watch.add_argument("--for", dest="duration", default="24h", help="how long to watch (e.g. 24h, 30m, 30s)")
+    guards = watch.add_mutually_exclusive_group()
+    guards.add_argument("--guards", type=Path, metavar="FILE", help="a Python file defining `guards = [...]`")
+    guards.add_argument("--plan", type=Path, metavar="PLAN", help="use the guards of this plan")
+    watch.add_argument("--rollback-on-breach", action="store_true",
+                       help="roll a breached worker back to its previous 100%% version (default: alert only)")
+    watch.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port")
+    watch.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+    watch.add_argument("--webhook", metavar="URL", help="POST JSON alerts (Slack-compatible) to this URL")
+    watch.add_argument("--blind-alert", default="60s", metavar="DURATION", help="alert on blind spells this long")
+    watch.add_argument("--baseline", default="60s", metavar="DURATION", help="baseline = the first window (0: none)")
+    watch.add_argument("--source", choices=("wrangler", "ws"), default="wrangler", help="how to read the tail")
+    watch.add_argument("--sim", action="store_true", help="start the local simulator in-process and watch it")
+    watch.add_argument("--scenario", default="healthy", help="simulator scenario (name or file), with --sim")
+    _common(watch)
+
+    report = sub.add_parser("report", help="hourly summaries of recent watches, as markdown")
+    report.add_argument("--since", default="24h", metavar="DURATION")
+    _common(report)
+
+    replay = sub.add_parser("replay", help="run a plan's guards over a recorded tail, in event time")
+    replay.add_argument("tail_file", type=Path, metavar="TAIL_FILE")
+    replay.add_argument("--plan", type=Path, required=True)
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.add_argument("--baseline", metavar="DURATION", help="baseline length (default: the plan's baseline)")
+    _common(replay)
+
+    record = sub.add_parser("record", help="save a worker's tail (wrangler's JSON output) for `rollout replay`")
+    record.add_argument("worker")
+    record.add_argument("--for", dest="duration", default="10m", metavar="DURATION")
+    record.add_argument("--out", type=Path, help="file to write (default: WORKER-TIME.tail.json)")
+    record.add_argument("--sim", action="store_true", help="record from a simulator started in-process")
+    record.add_argument("--scenario", default="healthy", help="simulator scenario, with --sim")
+    _common(record)
+
+    preflight = sub.add_parser("preflight", help="check wrangler, configs, resources, artifacts and git; no changes")
+    preflight.add_argument("plan", type=Path, nargs="?", help="a plan file (or give --config)")
+    preflight.add_argument("--config", type=Path, action="append", help="a wrangler config (repeatable)")
+    preflight.add_argument("--sim", action="store_true", help="check against an in-process simulator")
+    preflight.add_argument("--scenario", default="healthy", help="simulator scenario, with --sim")
+    preflight.add_argument("--require-clean", action="store_true", help="the git tree must be clean")
+    preflight.add_argument("--require-tag", action="store_true", help="HEAD must be tagged")
+    preflight.add_argument("--require-artifacts", action="store_true",
+                           help="every worker needs dist/build-manifest.json from the current commit")
+    preflight.add_argument("--manifest", action="append", metavar="WORKER=PATH", help="a worker's build manifest")
+    _common(preflight)
+
+    unlock = sub.add_parser("unlock", help="remove the rollout lock of workers whose rollout is gone")
+    unlock.add_argument("workers", nargs="+", metavar="WORKER")
+    unlock.add_argument("--yes", action="store_true", help="do not ask")
+    unlock.add_argument("--account", action="store_true", help="also remove the account-wide (KV) lock")
+    unlock.add_argument("--sim", action="store_true", help="the lock of simulator rehearsals")
+    _common(unlock)
+
     sub.add_parser("sim", help="run the local Cloudflare simulator (see `rollout sim --help`)", add_help=False)
     return parser
 
@@ -88,6 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except RolloutError as exc:
         console.print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    except BaseExceptionGroup as group:  # a RolloutError raised inside a task group (e.g. LockHeld)
+        matched, _ = group.split(RolloutError)
+        if matched is None:
+            raise
+        leaf: BaseException = matched
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        console.print(f"error: {leaf}", markup=False, highlight=False)
         return 2
 
 

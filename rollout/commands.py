@@ -143,3 +143,130 @@ async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
         note = "verified" if verified else f"NOT verified: active {state.versions}; {result.error_text[:200]}"
         console.print(f"{change.worker} → {change.before}: {note}", markup=False, highlight=False)
     return 3 if failed else 0
+
+
+async def cmd_watch(args: argparse.Namespace, console: Console) -> int:
+    from .durations import parse_duration
+    from .watch import WatchOptions, run_watch
+
+    try:
+        duration, blind, baseline = (parse_duration(v) for v in (args.duration, args.blind_alert, args.baseline))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    options = WatchOptions(
+        workers=list(args.workers), duration_s=duration, guards_path=args.guards, plan_path=args.plan,
+        rollback_on_breach=args.rollback_on_breach, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        webhook=args.webhook, source=args.source, sim=args.sim, scenario=args.scenario, api_base=args.api_base,
+        tty=not args.no_tty, journal_path=args.journal, console=console, blind_alert_s=blind, baseline_s=baseline,
+    )
+    result = await run_watch(options)
+    for line in result.lines():
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    return result.exit_code
+
+
+async def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from .durations import parse_duration
+    from .hourly import render_markdown
+
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if not args.journal.exists():
+        console.print(f"no journal at {args.journal}: nothing has been watched from this directory", markup=False)
+        return 0
+    async with Journal(args.journal) as journal:
+        rows = await journal.hours(time.time() - since)
+    console.print(render_markdown(rows, title=f"Watch report: the last {args.since}"), markup=False,
+                  highlight=False, soft_wrap=True)
+    return 0
+
+
+async def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    from .replay import run_replay
+
+    return await run_replay(args.tail_file, args.plan, baseline=args.baseline, as_json=args.json, console=console)
+
+
+async def cmd_record(args: argparse.Namespace, console: Console) -> int:
+    from .record import RecordOptions, record_tail
+
+    options = RecordOptions(worker=args.worker, duration=args.duration, out=args.out, sim=args.sim,
+                            scenario=args.scenario, api_base=args.api_base, run_dir=args.journal.parent)
+    return await record_tail(options, console)
+
+
+async def cmd_preflight(args: argparse.Namespace, console: Console) -> int:
+    """``rollout preflight PLAN`` or ``rollout preflight --config wrangler.toml …``: 0 ok, 1 problems."""
+    from phases._preflight import Preflight, targets
+
+    from .preflight import PreflightOptions, WorkerTarget, run_preflight
+    from .runner import open_target
+    from .wrangler_config import load_config
+
+    if args.plan is None and not args.config:
+        raise UsageError("give a plan file or at least one --config wrangler.toml")
+    manifests = dict(item.split("=", 1) for item in args.manifest or [])
+    require_clean, require_tag = args.require_clean, args.require_tag
+    if args.plan is not None:
+        plan = load_plan(args.plan)
+        phase = next((p for p in plan.steps if isinstance(p, Preflight)), None)
+        if phase is not None:
+            manifests = {**phase.artifacts, **manifests}
+            require_clean, require_tag = require_clean or phase.require_clean, require_tag or phase.require_tag
+        workers = targets(plan, (), manifests)
+        project_dir = plan.source.parent if plan.source else Path.cwd()
+    else:
+        workers = []
+        for path in args.config:
+            name = load_config(path).name or path.parent.name
+            workers.append(WorkerTarget(name, path.resolve(), Path(manifests[name]) if name in manifests else None))
+        project_dir = args.config[0].resolve().parent
+    options = PreflightOptions(require_clean=require_clean, require_tag=require_tag,
+                               require_artifacts=args.require_artifacts, repo_dir=project_dir)
+    run_dir = args.journal.parent
+    async with open_target(args.sim, args.scenario, args.api_base, run_dir) as (target, _):
+        wrangler = Wrangler.for_project(project_dir, target.env, run_dir / "wrangler")
+        console.print(f"preflight of {', '.join(w.name for w in workers)} against {target.name}", markup=False)
+        result = await run_preflight(workers, wrangler, options)
+    console.print(result.render(), markup=False, highlight=False, soft_wrap=True)
+    return 0 if result.ok else 1
+
+
+async def cmd_unlock(args: argparse.Namespace, console: Console) -> int:
+    """Remove the lock of workers whose rollout is gone (asks unless --yes)."""
+    import os
+
+    import httpx
+
+    from .lock import AccountLock, LocalLock, lock_scope
+
+    if args.sim or args.api_base:
+        env = dict(Target.from_api_base(args.api_base or "http://simulator/client/v4").env)
+    else:
+        env = {k: os.environ.get(k, "") for k in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")}
+    locks = [LocalLock(lock_scope(env), worker) for worker in args.workers]
+    for lock in locks:
+        holder = lock.read_holder()
+        console.print(f"{lock.worker}: " + (f"held by {holder.describe()}" if holder else "no owner recorded")
+                      + f" ({lock.path})", markup=False, highlight=False)
+    if not args.yes:
+        from rich.markup import escape
+
+        answer = console.input(escape(f"remove the lock of {', '.join(args.workers)}? [y/N] "))
+        if answer.strip().lower() not in {"y", "yes"}:
+            console.print("nothing done", markup=False)
+            return 2
+    for lock in locks:
+        console.print(f"{lock.worker}: {'removed' if lock.break_lock() else 'was not locked'}", markup=False)
+    if args.account:
+        if not args.api_base and not env.get("CLOUDFLARE_API_TOKEN"):
+            raise UsageError("--account needs CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID (or --api-base)")
+        base = args.api_base or "https://api.cloudflare.com/client/v4"
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as http:
+            remote = AccountLock(http, base, env["CLOUDFLARE_ACCOUNT_ID"], env["CLOUDFLARE_API_TOKEN"])
+            for worker in args.workers:
+                await remote.delete(worker)
+                console.print(f"{worker}: account lock removed", markup=False)
+    return 0

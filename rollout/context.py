@@ -15,6 +15,7 @@ from .bus import Diagnosis, EngineEvent, Message, WorkerChanged
 from .diagnosis import explain_result
 from .errors import PhaseFailed
 from .journal import Change
+from .signals import WorkerSignals
 from .target import Target
 from .wrangler import DeploymentState, Wrangler, WranglerResult, wrangler_env
 
@@ -64,6 +65,13 @@ class PhaseContext:
 
     def worker(self, name: str) -> Worker:
         return self.plan.worker(name)
+
+    def signals(self, worker: str) -> WorkerSignals:
+        """The live signals of a watched worker (per-version windows for canary analysis)."""
+        monitor = self._engine.monitors.get(worker)
+        if monitor is None:
+            raise PhaseFailed(self.phase, f"{worker} is not watched (Worker(watch=False)): no signals to judge")
+        return monitor.signals
 
     def url(self, worker: str, path: str) -> str:
         return self.target.url(worker, path)

@@ -114,18 +114,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     if not failures:
         lines += ["No failures: every phase succeeded.", ""]
     for number, failure in enumerate(failures, start=1):
-        lines += [
-            f"## Failure #{number}",
-            "",
-            f"- **Date:** {date}",
-            f"- **Time:** {clock[:8]} UTC",
-            f"- **Component:** {failure['component']}",
-            f"- **Step:** {failure['step']}",
-            f"- **Exact error:** `{failure['error']}`",
-            f"- **Root cause:** {failure['cause']}",
-            f"- **Resolution:** {failure['resolution']}",
-            f"- **Status:** {failure['status']}",
-            f"- **Lessons:** {failure['lessons']}",
+        lines += [  # the runbook's failure-tracking format (runbook 003)
+            f"### Failure #{number}: {failure['brief']}",
+            f"- **Date**: {date}",
+            f"- **Time**: {clock[:5]} UTC",
+            f"- **Component**: {failure['component']}",
+            f"- **Deployment Step**: {failure['step']}",
+            f"- **Error Message**: `{failure['error']}`",
+            f"- **Root Cause**: {failure['cause']}",
+            f"- **Resolution**: {failure['resolution']}",
+            f"- **Status**: {failure['status']}",
+            f"- **Lessons Learned**: {failure['lessons']}",
             "",
         ]
     lines += ["## Phases", "", "| # | phase | status | seconds | detail |", "|---|---|---|---|---|"]
@@ -152,7 +151,8 @@ def _failures(report: dict[str, Any]) -> list[dict[str, str]]:
         if breach["action"] != "rollback":
             continue
         failures.append({
-            "component": breach["worker"], "step": _running_phase(report) or "watch",
+            "brief": f"{breach['guard']} breached on {breach['worker']}",
+            "component": f"Backend (Cloudflare Worker {breach['worker']})", "step": _running_phase(report) or "watch",
             "error": f"guard {breach['guard']} breached: {breach['detail']}",
             "cause": f"the new version of {breach['worker']} exceeded the {breach['guard']} threshold "
                      f"({breach['threshold']}) over {breach['samples']} samples",
@@ -164,7 +164,10 @@ def _failures(report: dict[str, Any]) -> list[dict[str, str]]:
             continue
         diag = next((d for d in report["diagnoses"] if d["phase"] == phase["name"]), None)
         failures.append({
-            "component": phase["name"], "step": phase["name"], "error": phase.get("detail", ""),
+            "brief": f"{phase['name']} failed" + (f" (code {diag['code']})" if diag and diag["code"] else ""),
+            "component": "Backend (Cloudflare Worker)", "step": phase["name"],
+            "error": (f"{diag['message']} [code: {diag['code']}]" if diag and diag["code"] else
+                      phase.get("detail", "")),
             "cause": (f"code {diag['code']}: {diag['cause']}" if diag and diag["cause"] else
                       (diag["message"] if diag else "see the exact error")),
             "resolution": (diag["fix"] if diag and diag["fix"] else resolution_base),
@@ -183,8 +186,8 @@ def _resolution(report: dict[str, Any]) -> str:
 
 
 def _status(report: dict[str, Any]) -> str:
-    return {"rolled_back": "Resolved (rolled back)", "rollback_failed": "OPEN: rollback not verified",
-            "failed": "Open: nothing deployed", "succeeded": "Resolved"}.get(report["outcome"], str(report["outcome"]))
+    return {"rolled_back": "Workaround (rolled back)", "rollback_failed": "Open (rollback not verified)",
+            "failed": "Open", "succeeded": "✅ Resolved"}.get(report["outcome"], str(report["outcome"]))
 
 
 def _running_phase(report: dict[str, Any]) -> str | None:
@@ -195,23 +198,32 @@ def _running_phase(report: dict[str, Any]) -> str | None:
 
 
 def render_summary(report: dict[str, Any]) -> str:
-    """The team summary in the runbook's communication-template shape."""
+    """The team summary in the runbook's communication-template shape (runbook 004), ready to paste."""
     changed = report["changes"] or []
-    lines = [f"**Deployment: {report['plan']}** — {report['outcome'].replace('_', ' ')}", "",
-             "**What changed:**"]
-    lines += [f"- {c['worker']}: {c['before'] or '(new)'} → {c['after']}" for c in changed] or ["- nothing"]
-    lines += ["", "**Impact measured:**"]
-    if report["breaches"]:
-        lines += [f"- {b['worker']}: {b['guard']} — {b['detail']}" for b in report["breaches"]]
+    mark = {"succeeded": "✅", "rolled_back": "↩️", "rollback_failed": "🚨"}.get(report["outcome"], "❌")
+    lines = [f"{mark} {report['plan']}: {report['outcome'].replace('_', ' ')}", "", "Changes:"]
+    lines += [f"- {c['worker']}: {c['before'] or '(new)'} → {c['after']}" for c in changed] or ["- nothing deployed"]
+    lines += [f"- D1 {m['binding']} of {m['worker']}: applied {m['name']}" for m in report.get("migrations", [])]
+    lines += ["", "Impact:"]
+    rollback_breaches = [b for b in report["breaches"] if b["action"] == "rollback"]
+    lines += [f"- {b['worker']}: {b['guard']} {b['detail']}" for b in report["breaches"]] or \
+        ["- no guard breached while watched"]
+    lines += ["", "Monitoring:", f"- watched {report['seconds']:.0f} s with live tail guards"]
+    lines += [f"- {p['name']}: {p['status']}" for p in report["phases"] if p.get("status") not in ("succeeded",)]
+    lines += ["", "Next Steps:"]
+    if rollback_breaches or report["outcome"] != "succeeded":
+        lines.append("- fix the cause above (see report.md) and rerun the plan")
     else:
-        lines.append("- no guard breached")
-    lines += ["", "**Monitoring:**", f"- watched for {report['seconds']:.0f} s with live tail guards"]
-    lines += ["", "**Rollback command (if needed):**"]
-    for change in reversed(changed):
-        if change["before"]:
-            lines.append(f"- `wrangler rollback {change['before']} --name {change['worker']} -y`")
+        lines.append("- keep monitoring for 24 hours")
+    for rb in report["rollbacks"]:
+        if rb.get("migrations_not_rolled_back"):
+            lines.append(f"- D1 data is never rolled back: {', '.join(rb['migrations_not_rolled_back'])} stay "
+                         f"applied for {rb['worker']}")
+    lines += ["", "Rollback Available:"]
+    commands = [f"wrangler rollback {c['before']} --name {c['worker']} -y" for c in reversed(changed) if c["before"]]
+    lines += commands or ["(nothing to roll back)"]
     if report["rollbacks"]:
-        lines += ["", "**Rolled back:**"]
+        lines += ["", "Rolled back:"]
         lines += [f"- {rb['worker']} → {rb['to_version']} ({'verified' if rb['verified'] else 'NOT verified'})"
                   for rb in report["rollbacks"]]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from rich.console import Console
 from .bus import EventBus
 from .engine import Engine, EngineOptions, RunResult
 from .journal import DEFAULT_JOURNAL, Journal
+from .lock import rollout_locks
 from .plan import Plan, load_plan
 from .report import ReportInput, build_report, write_reports
 from .target import Target
@@ -93,7 +94,8 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
     console = options.console or Console()
     run_dir = options.journal_path.parent
     await anyio.Path(run_dir).mkdir(parents=True, exist_ok=True)
-    async with open_target(options.sim, options.scenario, options.api_base, run_dir) as (target, simulator):
+    async with open_target(options.sim, options.scenario, options.api_base, run_dir) as (target, simulator), \
+            rollout_locks(plan, target.env):  # one rollout per worker at a time (LockHeld → exit 2)
         project_dir = plan.source.parent if plan.source else Path.cwd()
         wrangler = Wrangler.for_project(project_dir, {**target.env, **options.extra_env}, run_dir / "wrangler")
         bus = EventBus()

@@ -28,6 +28,8 @@ from rollout.sim._resources import (
     worker_json,
 )
 from rollout.sim._state import AUTHOR_EMAIL, State, Worker, iso
+from rollout.sim._storage import STORAGE_ROUTES, StorageError
+from rollout.sim._storage_api import StorageRoutes
 from rollout.sim._upload import UploadError, check_upload, read_upload
 
 logger = logging.getLogger("rollout.sim")
@@ -91,12 +93,17 @@ _ROUTE_TABLE = [
     ("GET", _SCRIPT + r"/secrets", "secrets-list", "secrets_list"),
     ("POST", _SCRIPT + r"/tails", "tail-create", "tail_create"),
     ("DELETE", _SCRIPT + r"/tails/(?P<id>[^/]+)", "tail-delete", "tail_delete"),
+    *[(m, _ACCT + p, op, h) for m, p, op, h in STORAGE_ROUTES],
 ]
 _COMMANDS = {
     "verify-token": "whoami", "user": "whoami", "accounts": "whoami", "memberships": "whoami",
     "deployments-list": "deployments", "versions-list": "versions", "version-get": "versions",
     "tail-create": "tail", "tail-delete": "tail", "script-upload": "deploy",
+    "d1-list": "d1", "d1-create": "d1", "d1-get": "d1", "d1-query": "d1", "r2-list": "r2", "r2-create": "r2",
+    "r2-get": "r2", "kv-list": "kv", "kv-create": "kv", "kv-get": "kv", "kv-put": "kv", "kv-delete": "kv",
 }
+
+_STORAGE_OPS = frozenset(op for _, _, op, _ in STORAGE_ROUTES)
 
 
 def envelope(result: Any = None, errors: list[dict[str, Any]] | None = None) -> bytes:
@@ -112,12 +119,13 @@ def _not_found_worker(name: str) -> ApiError:
     return ApiError(404, 10007, f"This Worker ({name}) does not exist on your account.")
 
 
-class Api:
+class Api(StorageRoutes):
     """Routes ``/client/v4`` requests to handlers; owns the call log and the fault injector."""
 
     def __init__(self, state: State, clock: SimClock, faults: FaultInjector, account_id: str,
                  tail_url: Callable[[Request, str], str], tail_lifetime: float) -> None:
         self.state = state
+        self.storage = state.storage
         self.clock = clock
         self.faults = faults
         self.account_id = account_id
@@ -433,12 +441,16 @@ class Api:
             self.record(request, op, f"fault {fault.call}", fault.status, fault.code)
             return error_response(fault.status, fault.code, fault.message)
         try:
+            if ctx.params.get("account") not in (None, self.account_id) and op in _STORAGE_OPS:
+                self._worker(ctx, required=False)
             result = handler(ctx)
-        except ApiError as exc:
+        except (ApiError, StorageError) as exc:
             self.record(request, op, ctx.command, exc.status, exc.code)
             return error_response(exc.status, exc.code, exc.message)
         if self.on_change is not None:
             for worker in {id(w): w for w in ctx.changed}.values():
                 await self.on_change(worker)
         self.record(request, op, ctx.command or _COMMANDS.get(op), 200, None)
+        if isinstance(result, Response):  # raw bodies (KV values)
+            return result
         return Response(200, envelope(result))

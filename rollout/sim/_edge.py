@@ -70,7 +70,7 @@ class Edge:
         if worker is None:
             return None
         behaviours = self._behaviour(name)
-        version = self.pick(worker, behaviours.rng)
+        version = _override(worker, name, headers) or self.pick(worker, behaviours.rng)
         if version is None:
             return None
         now = self.clock.now()
@@ -142,3 +142,16 @@ class Edge:
         await self.clock.sleep(outcome.wall_ms / 1000.0)
         headers_out = [*outcome.headers.items(), ("x-rollout-sim-version", outcome.version_id)]
         return Response(outcome.status, outcome.body, headers_out, content_type=outcome.content_type)
+
+
+def _override(worker: Worker, name: str, headers: dict[str, str]) -> Version | None:
+    """Cloudflare's ``Cloudflare-Workers-Version-Overrides: <worker>="<version id>"`` header: serve that
+    version whatever the deployment says (how a 0% version is smoke-tested before it takes traffic)."""
+    value = next((v for k, v in headers.items() if k.lower() == "cloudflare-workers-version-overrides"), None)
+    if not value:
+        return None
+    for item in value.split(","):
+        key, _, wanted = item.strip().partition("=")
+        if key.strip() == name:
+            return worker.version(wanted.strip().strip('"'))
+    return None

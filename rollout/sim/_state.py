@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rollout.sim._storage import Storage
+
 AUTHOR_EMAIL = "sim@rollout.invalid"
 
 
@@ -103,6 +105,8 @@ class State:
         self.tails: dict[str, Tail] = {}
         #: queue name -> queue id (the queues the scenario's bindings name)
         self.queues: dict[str, str] = {}
+        #: D1 databases, R2 buckets and KV namespaces (what preflight and the Migrate phase use)
+        self.storage = Storage(clock)
 
     def worker(self, name: str) -> Worker | None:
         return self.workers.get(name)

@@ -17,7 +17,7 @@ from rollout.sim._state import State, Worker
 #: binding types the simulator accepts; the edge does not emulate their storage.
 SUPPORTED_BINDINGS = (
     "plain_text", "secret_text", "json", "kv_namespace", "durable_object_namespace", "queue", "service",
-    "inherit", "version_metadata",
+    "inherit", "version_metadata", "r2_bucket", "d1", "images",
 )
 
 
@@ -85,8 +85,8 @@ def check_upload(state: State, worker: Worker | None, name: str, upload: Upload)
         if kind not in SUPPORTED_BINDINGS:
             raise UploadError(
                 10021,
-                f"rollout sim: binding {bname} has type {kind!r}, which the simulator does not support "
-                f"(supported: {', '.join(SUPPORTED_BINDINGS)})",
+                f"binding {bname} has an unknown type {kind} (rollout sim supports "
+                f"{', '.join(SUPPORTED_BINDINGS)})",
             )
         if kind == "service" and binding.get("service") not in state.workers and binding.get("service") != name:
             raise UploadError(
@@ -95,6 +95,11 @@ def check_upload(state: State, worker: Worker | None, name: str, upload: Upload)
             )
         if kind == "durable_object_namespace":
             _check_do(state, name, binding, classes, exported)
+        if kind == "r2_bucket" and binding.get("bucket_name") not in state.storage.r2:
+            raise UploadError(10085, f"R2 bucket '{binding.get('bucket_name')}' not found. Please use a different "
+                                     "name and try again.")
+        if kind == "d1" and binding.get("id") not in state.storage.d1:
+            raise UploadError(10181, f"D1 database '{binding.get('id')}' of binding {bname} not found.")
     return classes
 
 

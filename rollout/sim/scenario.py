@@ -127,6 +127,24 @@ class TailFaults:
 
 
 @dataclass(frozen=True, slots=True)
+class Resources:
+    """Storage that exists in the account before the rollout (``[resources]``).
+
+    ``missing`` names resources to leave out even though a base scenario or a worker's bindings would
+    create them: ``"r2:NAME"``, ``"d1:NAME"``, ``"kv:TITLE_OR_ID"``, ``"queue:NAME"``, ``"worker:NAME"``.
+    """
+
+    d1: tuple[tuple[str, str | None], ...] = ()
+    r2: tuple[str, ...] = ()
+    kv: tuple[tuple[str, str | None], ...] = ()
+    queues: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    def is_missing(self, kind: str, *names: str | None) -> bool:
+        return any(f"{kind}:{n}" in self.missing for n in names if n)
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     source: str
@@ -137,6 +155,7 @@ class Scenario:
     api_faults: tuple[ApiFault, ...] = ()
     api_delay: float = 0.0
     tail: TailFaults = TailFaults()
+    resources: Resources = Resources()
 
     def worker(self, name: str) -> WorkerSpec:
         """The spec of a worker; one the scenario does not name gets healthy defaults."""
@@ -223,6 +242,7 @@ def _parse(top: Table, default_name: str) -> Scenario:
         api_faults=tuple(_api_fault(t) for t in faults.tables("api")),
         api_delay=faults.number("api_delay", 0.0, low=0),
         tail=_tail_faults(faults.table("tail")),
+        resources=_resources(top.table("resources")),
     )
     for table in (traffic, faults, workers_table, top):
         table.finish()
@@ -325,3 +345,27 @@ def _tail_faults(t: Table) -> TailFaults:
     )
     t.finish()
     return faults
+
+
+def _named(t: Table, key: str, name_key: str) -> tuple[tuple[str, str | None], ...]:
+    out = []
+    for item in t.tables(key):
+        out.append((item.text(name_key), item.text("id", None)))
+        item.finish()
+    return tuple(out)
+
+
+def _strings(t: Table, key: str) -> tuple[str, ...]:
+    value = t._get(key, (list,), "an array of strings", [])
+    if not all(isinstance(v, str) for v in value):
+        raise t.fail(key, f"expected an array of strings, got {value!r}")
+    return tuple(value)
+
+
+def _resources(t: Table) -> Resources:
+    resources = Resources(
+        d1=_named(t, "d1", "name"), r2=_strings(t, "r2"), kv=_named(t, "kv", "title"),
+        queues=_strings(t, "queues"), missing=_strings(t, "missing"),
+    )
+    t.finish()
+    return resources

@@ -130,12 +130,35 @@ class Simulator:
                 with anyio.CancelScope(shield=True):
                     await self._store.close()
 
-    async def _preseed(self) -> None:
+    def _preseed_storage(self) -> None:
+        """The scenario's ``[resources]`` plus what the pre-seeded workers bind, minus ``missing``."""
+        res, storage = self.scenario.resources, self.state.storage
+        queues = list(res.queues)
+        kv = list(res.kv)
         for spec in self.scenario.workers.values():
             for binding in spec.bindings:
-                queue = binding.get("queue_name")
-                if binding.get("type") == "queue" and queue:
-                    self.state.queues.setdefault(str(queue), uuid.uuid5(uuid.NAMESPACE_URL, str(queue)).hex)
+                if binding.get("type") == "queue" and binding.get("queue_name"):
+                    queues.append(str(binding["queue_name"]))
+                if binding.get("type") == "kv_namespace" and binding.get("namespace_id"):
+                    kv.append((str(binding["name"]).lower(), str(binding["namespace_id"])))
+        for queue in queues:
+            if not res.is_missing("queue", queue):
+                self.state.queues.setdefault(queue, uuid.uuid5(uuid.NAMESPACE_URL, queue).hex)
+        for title, ns_id in kv:
+            if not res.is_missing("kv", title, ns_id):
+                storage.add_kv(title, ns_id)
+        for name, db_id in res.d1:
+            if not res.is_missing("d1", name, db_id):
+                storage.add_d1(name, db_id)
+        for bucket in res.r2:
+            if not res.is_missing("r2", bucket):
+                storage.add_r2(bucket)
+
+    async def _preseed(self) -> None:
+        self._preseed_storage()
+        for spec in self.scenario.workers.values():
+            if self.scenario.resources.is_missing("worker", spec.name):
+                continue
             if not spec.preseed or spec.name in self.state.workers:
                 continue
             worker = self.state.create_worker(spec.name)

@@ -68,14 +68,14 @@ def test_refuses_non_loopback_unless_explicit() -> None:
 async def test_unknown_api_call_is_a_404_envelope_naming_the_path() -> None:
     """Calls the simulator does not implement fail loudly, in Cloudflare's envelope."""
     async with Simulator(traffic_rate=0) as sim, httpx.AsyncClient() as client:
-        response = await client.get(f"{sim.api_base_url}/accounts/{sim.account_id}/r2/buckets")
+        response = await client.get(f"{sim.api_base_url}/accounts/{sim.account_id}/workers/dispatch/namespaces")
         assert response.status_code == 404
         body = response.json()
         assert body["success"] is False
         assert body["result"] is None
         assert body["messages"] == []
         assert body["errors"][0]["code"] == 7003
-        assert f"GET /client/v4/accounts/{sim.account_id}/r2/buckets" in body["errors"][0]["message"]
+        assert f"GET /client/v4/accounts/{sim.account_id}/workers/dispatch/namespaces" in body["errors"][0]["message"]
         assert sim.api_calls()[-1].operation == "unknown"
 
 

@@ -1,0 +1,157 @@
+"""Hourly summaries: per worker and hour of event time, requests, errors, churn, breaches, blind time.
+
+:class:`HourlyRecorder` closes an hour once the clock is ``grace_s`` past its end (late events have had
+their chance) and reads the counts from the worker's signals, which keep two hours of buckets.  Tail
+reconnects and blind seconds are attributed by the clock at closing time.  ``render_markdown`` turns the
+journal's rows into the morning-after table of ``rollout report``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .signals import WorkerSignals
+from .sources import SourceStatus
+
+__all__ = ["HourSummary", "HourlyRecorder", "render_markdown"]
+
+HOUR_S: Final = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class HourSummary:
+    """One worker's hour (``hour_start`` in epoch seconds; ``partial`` when the watch covered part of it)."""
+
+    worker: str
+    hour_start: float
+    requests: int
+    errors: int
+    churn: int
+    young: int
+    created: int
+    breaches: int
+    reconnects: int
+    blind_s: float
+    sampled: bool
+    partial: bool = False
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    def data(self) -> dict[str, Any]:
+        """The journal's free-form column (everything but worker, hour, requests and errors)."""
+        return {"churn": self.churn, "young": self.young, "created": self.created, "breaches": self.breaches,
+                "reconnects": self.reconnects, "blind_s": round(self.blind_s, 1), "sampled": self.sampled,
+                "partial": self.partial}
+
+    def line(self) -> str:
+        rate = f"{self.error_rate * 100:.2f}%" if self.error_rate is not None else "–"
+        clock = time.strftime("%Y-%m-%d %H:00", time.localtime(self.hour_start))
+        part = " (partial)" if self.partial else ""
+        return (f"hour {clock}{part} {self.worker}: {self.requests} requests, {self.errors} errors ({rate}), "
+                f"churn {self.churn}, young {self.young}, breaches {self.breaches}, reconnects {self.reconnects}, "
+                f"blind {self.blind_s:.0f}s")
+
+
+@dataclass(slots=True)
+class _Open:
+    start: float
+    partial: bool
+    reconnects_at_start: int
+    blind_at_start: float
+
+
+@dataclass
+class HourlyRecorder:
+    """Cuts each watched worker's stream into hours of event time.
+
+    Call ``start(now, statuses)`` once, ``note_breach`` on every breach, ``due(now, ...)`` on every tick
+    (returns the hours that just closed) and ``flush(now, ...)`` at the end (the hour in progress).
+    """
+
+    workers: Sequence[str]
+    grace_s: float = 30.0
+    _open: dict[str, _Open] = field(default_factory=dict)
+    _breaches: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def start(self, now: float, statuses: Mapping[str, SourceStatus]) -> None:
+        start = now - now % HOUR_S
+        for worker in self.workers:
+            status = statuses.get(worker)
+            self._open[worker] = _Open(start, partial=now > start, reconnects_at_start=status.reconnects if status
+                                       else 0, blind_at_start=status.blind_s(now) if status else 0.0)
+
+    def note_breach(self, worker: str, at: float) -> None:
+        key = (worker, int(at // HOUR_S))
+        self._breaches[key] = self._breaches.get(key, 0) + 1
+
+    def due(self, now: float, signals: Mapping[str, WorkerSignals],
+            statuses: Mapping[str, SourceStatus]) -> list[HourSummary]:
+        out = []
+        for worker, hour in self._open.items():
+            while now >= hour.start + HOUR_S + self.grace_s:
+                out.append(self._close(worker, hour, hour.start + HOUR_S, now, signals, statuses, hour.partial))
+        return out
+
+    def flush(self, now: float, signals: Mapping[str, WorkerSignals],
+              statuses: Mapping[str, SourceStatus]) -> list[HourSummary]:
+        out = []
+        for worker, hour in self._open.items():
+            if now > hour.start:
+                out.append(self._close(worker, hour, min(now, hour.start + HOUR_S), now, signals, statuses, True))
+        return out
+
+    def _close(self, worker: str, hour: _Open, end: float, now: float, signals: Mapping[str, WorkerSignals],
+               statuses: Mapping[str, SourceStatus], partial: bool) -> HourSummary:
+        sig = signals.get(worker)
+        status = statuses.get(worker)
+        start_ms, end_ms = int(hour.start * 1000), int(end * 1000)
+        if sig is not None:
+            w = sig.window(start_ms, end_ms)
+            requests, errors, counts, sampled = w.requests, w.errors, w.pattern_counts, w.sampled
+        else:
+            requests, errors, counts, sampled = 0, 0, {}, False
+        reconnects = status.reconnects if status else 0
+        blind = status.blind_s(now) if status else 0.0
+        summary = HourSummary(
+            worker=worker, hour_start=hour.start, requests=requests, errors=errors,
+            churn=counts.get("do_churn", 0), young=counts.get("do_young", 0), created=counts.get("do_created", 0),
+            breaches=self._breaches.pop((worker, int(hour.start // HOUR_S)), 0),
+            reconnects=reconnects - hour.reconnects_at_start, blind_s=max(0.0, blind - hour.blind_at_start),
+            sampled=sampled, partial=partial)
+        hour.start += HOUR_S
+        hour.partial = False
+        hour.reconnects_at_start, hour.blind_at_start = reconnects, blind
+        return summary
+
+
+def render_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Watch report") -> str:
+    """The journal's hourly rows (``Journal.hours``) as a markdown report: one table per worker."""
+    if not rows:
+        return f"# {title}\n\nNo hourly summaries in this period.\n"
+    lines = [f"# {title}", ""]
+    by_worker: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_worker.setdefault(str(row["worker"]), []).append(row)
+    total_breaches = sum(int(r.get("breaches", 0)) for r in rows)
+    lines += [f"{len(rows)} worker-hours, {sum(int(r['requests']) for r in rows)} requests, "
+              f"{sum(int(r['errors']) for r in rows)} errors, {total_breaches} breaches.", ""]
+    for worker, items in by_worker.items():
+        lines += [f"## {worker}", "",
+                  "| hour | requests | errors | error rate | churn | young | breaches | reconnects | blind s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in items:
+            requests, errors = int(r["requests"]), int(r["errors"])
+            rate = f"{errors / requests * 100:.2f}%" if requests else "–"
+            hour = time.strftime("%Y-%m-%d %H:00", time.localtime(float(r["hour_start"])))
+            if r.get("partial"):
+                hour += " (partial)"
+            flag = " **!**" if int(r.get("breaches", 0)) else ""
+            lines.append(f"| {hour} | {requests} | {errors} | {rate} | {r.get('churn', 0)} | {r.get('young', 0)} | "
+                         f"{r.get('breaches', 0)}{flag} | {r.get('reconnects', 0)} | {r.get('blind_s', 0)} |")
+        lines.append("")
+    return "\n".join(lines)

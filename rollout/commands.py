@@ -126,7 +126,7 @@ async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
     for change in changes:
         console.print(f"  {change.worker}: {change.before} → {change.after or '(deploy in progress)'}", markup=False)
     if not args.yes:
-        answer = console.input("roll all of them back, newest first? [y/N] ")
+        answer = console.input(escape("roll all of them back, newest first? [y/N] "))
         if answer.strip().lower() not in {"y", "yes"}:
             console.print("nothing done", markup=False)
             return 2

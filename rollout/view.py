@@ -16,6 +16,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -217,7 +218,7 @@ class View:
         self._prompting = True
         self.pause()
         try:
-            answer = await anyio.to_thread.run_sync(self._input, f"{question} [y/N] ")
+            answer = await anyio.to_thread.run_sync(self._input, escape(f"{question} [y/N] "))
         finally:
             self._prompting = False
             held, self._held = self._held, []

@@ -43,7 +43,7 @@ async def test_bad_release_rolls_back_and_verifies(workdir: Path) -> None:
     assert outcome.fault_to_verified_s is not None
     assert 0 < outcome.fault_to_verified_s < 30
     markdown = (workdir / "reports" / "report.md").read_text()
-    assert "Root cause" in markdown
+    assert "Root Cause" in markdown
     assert "error_rate" in markdown
 
 

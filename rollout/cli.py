@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", action="store_true", help="approve every gate without asking")
     run.add_argument("--report-dir", type=Path, default=Path("reports"))
     run.add_argument("--time-scale", type=float, default=1.0, help="multiply plan durations (e.g. 0.05)")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
+    run.add_argument("--metrics-host", default="127.0.0.1")
     _common(run)
 
     plan = sub.add_parser("plan", help="dry run: show phases, guards and the exact commands")

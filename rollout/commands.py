@@ -23,7 +23,7 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = RunOptions(
         plan_path=args.plan, sim=args.sim, scenario=args.scenario, api_base=args.api_base, yes=args.yes,
         report_dir=args.report_dir, journal_path=args.journal, tty=not args.no_tty, time_scale=args.time_scale,
-        console=console,
+        console=console, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
     return await _run_and_summarise(options, console)
 

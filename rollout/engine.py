@@ -19,11 +19,11 @@ from pathlib import Path
 import anyio
 import httpx
 
+from .board import GuardBoard
 from .bus import (
     BaselineMeasured,
     Breach,
     EventBus,
-    GuardState,
     Message,
     MonitorState,
     PhaseFinished,
@@ -40,6 +40,7 @@ from .errors import PhaseFailed, RolloutError, WranglerError
 from .events import TailEvent
 from .guards import Guard, Verdict
 from .journal import Journal
+from .metrics import Metrics, Totals
 from .monitor import Monitor, Source
 from .plan import Plan
 from .signals import WindowStats
@@ -115,6 +116,7 @@ class Engine:
         source_factory: SourceFactory | None = None,
         options: EngineOptions | None = None,
         rollout_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.plan = plan
         self.target = target
@@ -132,7 +134,9 @@ class Engine:
         self.monitors: dict[str, Monitor] = {}
         self.baselines: dict[str, WindowStats | None] = {}
         self.changes: list[_ChangeRecord] = []
-        self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self.board = GuardBoard(plan.guards, self.bus, on_breach=self._on_breach)
+        self.board.baselines = self.baselines
+        self.metrics = metrics
         self.breach: Breach | None = None
         self.breaches: list[Breach] = []
         self.rollbacks: list[_Rollback] = []
@@ -164,6 +168,17 @@ class Engine:
                 return
         self.changes.append(_ChangeRecord(worker, before, after, int(self.clock.now() * 1000)))
 
+    def _count_totals(self, monitor: Monitor, metrics: Metrics) -> None:
+        """Exact counters for Prometheus, updated from every batch of events before the guards run."""
+        totals = Totals.for_monitor(monitor)
+        metrics.track(totals)
+
+        def on_events(worker: str, events: list[TailEvent]) -> None:
+            totals.observe(worker, events)
+            self._on_events(worker, events)
+
+        monitor.on_events = on_events
+
     # -- guards ------------------------------------------------------------------------------------
     def _on_events(self, worker: str, events: list[TailEvent]) -> None:
         if self.armed_ms(worker) is None:
@@ -183,32 +198,11 @@ class Engine:
         now = self.clock.now()
         self._last_eval[worker] = now
         self._dirty.discard(worker)
-        now_ms = int(now * 1000)
-        for guard in self.plan.guards:
-            scope = getattr(guard, "workers", None)
-            if scope and worker not in scope:
-                continue
-            verdict = _evaluate(guard, monitor, self.baselines.get(worker), now_ms, armed)
-            key = (guard.name, worker)
-            previous = self.verdicts.get(key)
-            self.verdicts[key] = verdict
-            if previous is None or previous.state != verdict.state:
-                self.bus.publish(GuardState(
-                    guard=guard.name, worker=worker, action=guard.action, state=verdict.state, value=verdict.value,
-                    baseline=verdict.baseline, threshold=verdict.threshold, samples=verdict.samples,
-                    window_s=verdict.window_s, detail=verdict.detail, p_value=verdict.p_value))
-                if verdict.state == "breach":
-                    self._on_breach(guard, worker, verdict, monitor)
+        self.board.arm(worker, armed)
+        self.board.evaluate(worker, monitor.signals, int(now * 1000))
 
-    def _on_breach(self, guard: Guard, worker: str, verdict: Verdict, monitor: Monitor) -> None:
-        breach = Breach(
-            guard=guard.name, worker=worker, action=guard.action, value=verdict.value, baseline=verdict.baseline,
-            threshold=verdict.threshold, samples=verdict.samples, window_s=verdict.window_s, detail=verdict.detail,
-            event_time=monitor.signals.latest_ms / 1000 if monitor.signals.latest_ms else None,
-            p_value=verdict.p_value,
-        )
+    def _on_breach(self, guard: Guard, breach: Breach) -> None:
         self.breaches.append(breach)
-        self.bus.publish(breach)
         if guard.action == "rollback" and self.breach is None and not self._rolling_back:
             self.breach = breach
             if self._phase_scope is not None:
@@ -416,6 +410,8 @@ class Engine:
                     monitor = Monitor(worker, self._source_factory(worker), on_events=self._on_events,
                                       clock=self.clock.now)
                     self.monitors[worker] = monitor
+                    if self.metrics is not None:
+                        self._count_totals(monitor, self.metrics)
                     tg.start_soon(monitor.run)
                 tg.start_soon(self._ticker)
                 failure = await self._run_phases()

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console
 
-from .bus import EventBus
+from .bus import EngineEvent, EventBus
 from .engine import Engine, EngineOptions, RunResult
 from .journal import DEFAULT_JOURNAL, Journal
 from .lock import rollout_locks
+from .metrics import Metrics, MetricsServer
 from .plan import Plan, load_plan
 from .report import ReportInput, build_report, write_reports
 from .target import Target
@@ -42,6 +44,8 @@ class RunOptions:
     console: Console | None = None
     print_fault_timing: bool = False
     engine: EngineOptions | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -100,19 +104,28 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
         wrangler = Wrangler.for_project(project_dir, {**target.env, **options.extra_env}, run_dir / "wrangler")
         bus = EventBus()
         view = make_view(console, options.tty)
+        metrics = Metrics()
+        server = MetricsServer(metrics, host=options.metrics_host, port=options.metrics_port) \
+            if options.metrics_port is not None else None
+        if server is not None:
+            server.start()
         async with Journal(options.journal_path) as journal:
-            engine = Engine(plan, target, wrangler=wrangler, journal=journal, bus=bus,
+            engine = Engine(plan, target, wrangler=wrangler, journal=journal, bus=bus, metrics=metrics,
                             ask=None if not options.tty and not options.yes else _asker(view, options.yes),
                             options=options.engine or EngineOptions(time_scale=options.time_scale))
             journal_stream = bus.subscribe("journal", buffer=100_000)
             view_stream = bus.subscribe("view", buffer=10_000)
+            metrics_stream = bus.subscribe("metrics", buffer=10_000)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_journal_writer, journal, engine.rollout_id, journal_stream)
+                tg.start_soon(journal_writer, journal, engine.rollout_id, journal_stream)
+                tg.start_soon(feed_metrics, metrics, metrics_stream)
                 tg.start_soon(view.run, view_stream)
                 try:
                     result = await engine.run()
                 finally:
                     bus.close()
+                    if server is not None:
+                        server.stop()
             fault_onset = simulator.first_fault_onset() if simulator is not None else None  # type: ignore[attr-defined]
             migrations = await journal.migrations(engine.rollout_id)
         report = build_report(ReportInput(
@@ -135,7 +148,14 @@ def _asker(view: View, yes: bool):  # type: ignore[no-untyped-def]
     return ask
 
 
-async def _journal_writer(journal: Journal, rollout_id: str, stream) -> None:  # type: ignore[no-untyped-def]
+async def feed_metrics(metrics: Metrics, stream: MemoryObjectReceiveStream[EngineEvent]) -> None:
+    """Update the Prometheus series from engine events."""
+    async with stream:
+        async for event in stream:
+            metrics.observe(event)
+
+
+async def journal_writer(journal: Journal, rollout_id: str, stream) -> None:  # type: ignore[no-untyped-def]
     """Append events in small batches, each batch one transaction."""
     from .bus import WorkerStats
 

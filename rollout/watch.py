@@ -32,12 +32,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console
 
 from .alerts import Alert, AlertSink, AlertStats, AlertTracker
+from .board import GuardBoard
 from .bus import (
     BaselineMeasured,
     Breach,
     EngineEvent,
     EventBus,
-    GuardState,
     Message,
     MonitorState,
     PhaseFinished,
@@ -51,12 +51,12 @@ from .bus import (
 from .clock import Clock, SystemClock
 from .errors import UsageError, WranglerError
 from .events import TailEvent
-from .guards import Guard, Verdict, default_guards
+from .guards import Guard, default_guards
 from .hourly import HourlyRecorder, HourSummary
 from .journal import DEFAULT_JOURNAL, Journal
 from .metrics import Metrics, MetricsServer, Totals
 from .monitor import Monitor, Source
-from .signals import DEFAULT_PATTERNS, WindowStats, WorkerSignals
+from .signals import DEFAULT_PATTERNS, WorkerSignals
 from .sources import SourceStatus, WranglerTailSource
 from .target import Target
 from .wrangler import Wrangler
@@ -69,66 +69,6 @@ EXIT_OK, EXIT_BREACHED, EXIT_ROLLBACK_FAILED = 0, 1, 3
 
 
 # -- the guard board: shared by watch (and, when wired, by the engine) ---------------------------------
-class GuardBoard:
-    """Judges guards on workers, publishes state changes and breaches on the bus.
-
-    Args:
-        guards: the guards; a guard with a non-empty ``workers`` applies only to those.
-        bus: where ``GuardState`` and ``Breach`` events go.
-        on_breach: called after a breach was published (the engine cancels its phase there).
-    """
-
-    def __init__(self, guards: Sequence[Guard], bus: EventBus,
-                 on_breach: Callable[[Guard, Breach], None] | None = None) -> None:
-        self.guards = list(guards)
-        self.bus = bus
-        self.on_breach = on_breach
-        self.armed: dict[str, int] = {}
-        self.baselines: dict[str, WindowStats | None] = {}
-        self.verdicts: dict[tuple[str, str], Verdict] = {}
-        self.breaches: list[Breach] = []
-
-    def arm(self, worker: str, since_ms: int) -> None:
-        """Judge ``worker`` on events from ``since_ms`` on (re-arming after a rollback restarts the windows)."""
-        self.armed[worker] = since_ms
-
-    def applies(self, guard: Guard, worker: str) -> bool:
-        scope = getattr(guard, "workers", None)
-        return not scope or worker in scope
-
-    def evaluate(self, worker: str, signals: WorkerSignals, now_ms: int) -> list[Verdict]:
-        """Judge every guard of one armed worker; publish state changes; report breaches."""
-        since = self.armed.get(worker)
-        if since is None:
-            return []
-        out = []
-        for guard in self.guards:
-            if not self.applies(guard, worker):
-                continue
-            verdict = guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since)
-            out.append(verdict)
-            key = (guard.name, worker)
-            previous = self.verdicts.get(key)
-            self.verdicts[key] = verdict
-            if previous is not None and previous.state == verdict.state:
-                continue
-            self.bus.publish(GuardState(
-                guard=guard.name, worker=worker, action=guard.action, state=verdict.state, value=verdict.value,
-                baseline=verdict.baseline, threshold=verdict.threshold, samples=verdict.samples,
-                window_s=verdict.window_s, detail=verdict.detail, p_value=verdict.p_value))
-            if verdict.state == "breach":
-                breach = Breach(
-                    guard=guard.name, worker=worker, action=guard.action, value=verdict.value,
-                    baseline=verdict.baseline, threshold=verdict.threshold, samples=verdict.samples,
-                    window_s=verdict.window_s, detail=verdict.detail,
-                    event_time=signals.latest_ms / 1000 if signals.latest_ms else None, p_value=verdict.p_value)
-                self.breaches.append(breach)
-                self.bus.publish(breach)
-                if self.on_breach is not None:
-                    self.on_breach(guard, breach)
-        return out
-
-
 # -- options and result ----------------------------------------------------------------------------------
 @dataclass
 class WatchOptions:
@@ -612,7 +552,7 @@ def load_guards(guards_path: Path | None, plan_path: Path | None) -> list[Guard]
 async def run_watch(options: WatchOptions, *, clock: Clock | None = None,
                     source_factory: SourceFactory | None = None) -> WatchResult:
     """Open the target, journal, view and metrics server, watch, and return the result."""
-    from .runner import _journal_writer, make_view, open_target
+    from .runner import journal_writer, make_view, open_target
 
     if not options.workers:
         raise UsageError("name at least one worker to watch")
@@ -638,7 +578,7 @@ async def run_watch(options: WatchOptions, *, clock: Clock | None = None,
                 journal_stream = bus.subscribe("journal", buffer=100_000)
                 view_stream = bus.subscribe("view", buffer=10_000)
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_journal_writer, journal, watcher.watch_id, journal_stream)
+                    tg.start_soon(journal_writer, journal, watcher.watch_id, journal_stream)
                     tg.start_soon(view.run, view_stream)
                     try:
                         result = await watcher.run()

@@ -139,13 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("interrupted", markup=False)
         return 130
     except PlanError as exc:
-        console.print(f"plan error: {exc}", markup=False, highlight=False)
+        console.print(f"plan error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except UsageError as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except RolloutError as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False)
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except BaseExceptionGroup as group:  # a RolloutError raised inside a task group (e.g. LockHeld)
         matched, _ = group.split(RolloutError)

@@ -56,6 +56,9 @@ CODES: dict[int, tuple[str, str]] = {
             "create`) or fix the name in the wrangler config; preflight lists every missing resource."),
     10090: ("The worker service does not exist yet.", "Deploying creates it; check the name if you expected it "
             "to exist."),
+    10143: ("A service binding points at a worker that does not exist in this account.",
+            "Deploy the bound worker first (order the plan's Deploy phases so services come before their callers), "
+            "or fix the `service` name in the wrangler config."),
     10214: ("Durable Object migrations are inconsistent with the deployed classes.",
             "Add a [[migrations]] entry with a new tag for the class change."),
     10220: ("Secrets changed since the version being rolled back to was created.",

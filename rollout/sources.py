@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,20 @@ class SourceStatus:
     blind_total_s: float = 0.0
     last_exit: str = ""
     last_data_at: float | None = None
+
+    def stream_up(self, now: float) -> None:
+        """The stream is live: blind time stops counting."""
+        self.connected = True
+        if self.blind_since is not None:
+            self.blind_total_s += max(0.0, now - self.blind_since)
+            self.blind_since = None
+
+    def stream_down(self, now: float) -> None:
+        """The stream ended: blind time counts from now, and a restart will follow."""
+        self.connected = False
+        if self.blind_since is None:
+            self.blind_since = now
+        self.reconnects += 1
 
     def blind_s(self, now: float) -> float:
         current = (now - self.blind_since) if self.blind_since is not None else 0.0
@@ -64,27 +78,8 @@ class WranglerTailSource:
 
     async def run(self, on_chunk: Callable[[bytes], None]) -> None:
         """Stream forever, calling ``on_chunk`` for every piece of stdout; restarts each session."""
-        backoff = self.backoff_initial_s
-        self.status.blind_since = self.clock()
-        while True:
-            started = self.clock()
-            self.status.sessions += 1
-            got_data = await self._session(on_chunk)
-            self.status.connected = False
-            if self.status.blind_since is None:
-                self.status.blind_since = self.clock()
-            self.status.reconnects += 1
-            if got_data and self.clock() - started > 5:
-                backoff = self.backoff_initial_s
-            delay = backoff * (0.5 + self.rng.random())
-            logger.info("tail ended (%s); restarting in %.1fs", self.status.last_exit, delay)
-            await anyio.sleep(delay)
-            backoff = min(self.backoff_max_s, backoff * 2)
-
-    def _end_blind(self) -> None:
-        if self.status.blind_since is not None:
-            self.status.blind_total_s += max(0.0, self.clock() - self.status.blind_since)
-            self.status.blind_since = None
+        await run_sessions(self.status, self.clock, self.rng, lambda: self._session(on_chunk),
+                           self.backoff_initial_s, self.backoff_max_s)
 
     async def _session(self, on_chunk: Callable[[bytes], None]) -> bool:
         proc = await anyio.open_process(
@@ -108,8 +103,7 @@ class WranglerTailSource:
                     async for chunk in proc.stdout:
                         if not got_data:
                             got_data = True
-                            self._end_blind()
-                            self.status.connected = True
+                            self.status.stream_up(self.clock())
                         self.status.last_data_at = self.clock()
                         on_chunk(chunk)
                 tg.cancel_scope.cancel()
@@ -119,6 +113,28 @@ class WranglerTailSource:
             tail = stderr_tail.decode("utf-8", "replace")[-200:].strip()
             self.status.last_exit = f"exit {proc.returncode}" + (f": {tail}" if tail else "")
         return got_data
+
+
+async def run_sessions(status: SourceStatus, clock: Callable[[], float], rng: random.Random,
+                       session: Callable[[], Awaitable[bool]], backoff_initial_s: float, backoff_max_s: float) -> None:
+    """Run tail sessions forever: each returns whether it got data; restarts back off with jitter.
+
+    A session that streamed for more than 5 s resets the backoff, so an hourly drop reconnects fast while a
+    tail that fails at once backs off up to ``backoff_max_s``.
+    """
+    backoff = backoff_initial_s
+    status.blind_since = clock()
+    while True:
+        started = clock()
+        status.sessions += 1
+        got_data = await session()
+        status.stream_down(clock())
+        if got_data and clock() - started > 5:
+            backoff = backoff_initial_s
+        delay = backoff * (0.5 + rng.random())
+        logger.info("tail ended (%s); restarting in %.1fs", status.last_exit, delay)
+        await anyio.sleep(delay)
+        backoff = min(backoff_max_s, backoff * 2)
 
 
 @dataclass

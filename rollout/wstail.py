@@ -20,7 +20,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import connect
 
-from .sources import SourceStatus
+from .sources import SourceStatus, run_sessions
 
 logger = logging.getLogger("rollout.wstail")
 
@@ -51,25 +51,17 @@ class WebSocketTailSource:
 
     async def run(self, on_chunk: Callable[[bytes], None]) -> None:
         headers = {"Authorization": f"Bearer {self.env.get('CLOUDFLARE_API_TOKEN', '')}"}
-        backoff = self.backoff_initial_s
-        self.status.blind_since = self.clock()
         async with httpx.AsyncClient(headers=headers, timeout=15.0, trust_env=False) as client:
-            while True:
-                self.status.sessions += 1
-                started = self.clock()
+
+            async def session() -> bool:
                 try:
-                    got_data = await self._session(client, on_chunk)
+                    return await self._session(client, on_chunk)
                 except (httpx.HTTPError, OSError, websockets.exceptions.WebSocketException, ValueError) as exc:
                     self.status.last_exit = f"{type(exc).__name__}: {exc}"[:200]
-                    got_data = False
-                self.status.connected = False
-                if self.status.blind_since is None:
-                    self.status.blind_since = self.clock()
-                self.status.reconnects += 1
-                if got_data and self.clock() - started > 5:
-                    backoff = self.backoff_initial_s
-                await anyio.sleep(backoff * (0.5 + self.rng.random()))
-                backoff = min(self.backoff_max_s, backoff * 2)
+                    return False
+
+            await run_sessions(self.status, self.clock, self.rng, session, self.backoff_initial_s,
+                               self.backoff_max_s)
 
     async def _session(self, client: httpx.AsyncClient, on_chunk: Callable[[bytes], None]) -> bool:
         response = await client.post(self.tails_url, content=json.dumps({"filters": []}),
@@ -87,10 +79,7 @@ class WebSocketTailSource:
                                ping_interval=10, ping_timeout=20, max_size=2**24) as socket:
                 await socket.send(json.dumps({"debug": False}))
                 # Unlike wrangler's json output, the socket tells us when the stream is up.
-                self.status.connected = True
-                if self.status.blind_since is not None:
-                    self.status.blind_total_s += max(0.0, self.clock() - self.status.blind_since)
-                    self.status.blind_since = None
+                self.status.stream_up(self.clock())
                 with anyio.move_on_after(max(5.0, lifetime)):
                     async for message in socket:
                         data = message.encode() if isinstance(message, str) else bytes(message)

@@ -429,7 +429,7 @@ class Api(StorageRoutes):
             self.record(request, "unknown", None, 404, 7003)
             return error_response(
                 404, 7003, f"rollout sim: {request.method} {API_PREFIX}{path} is not an API call the simulator "
-                "implements (see rollout/sim/SIMULATOR.md)",
+                "implements (see the README, section 'Supported API calls')",
             )
         op, handler, params = found
         ctx = Ctx(request, params)

@@ -2,7 +2,7 @@
 
 A scenario is a TOML file: a shipped one by name (``rollout/sim/scenarios/<name>.toml``) or a path.
 ``base = "<name or path>"`` loads another scenario first and deep-merges this one over it.  The
-format is documented in ``rollout/sim/SIMULATOR.md``.
+format is documented in the README (section "The local Cloudflare simulator").
 """
 
 from __future__ import annotations

@@ -193,8 +193,8 @@ class Engine:
         """Judge every guard on one worker now; publish state changes; act on a breach."""
         armed = self.armed_ms(worker)
         monitor = self.monitors.get(worker)
-        if armed is None or monitor is None:
-            return
+        if armed is None or monitor is None or self.breach is not None:
+            return  # after a rollback breach the recovery watch judges; one breach starts one rollback
         now = self.clock.now()
         self._last_eval[worker] = now
         self._dirty.discard(worker)

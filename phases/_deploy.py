@@ -87,6 +87,7 @@ async def deploy_one(ctx: PhaseContext, worker: Worker, message: str | None) -> 
         after = max(after_state.versions, key=lambda item: item[1])[0]
     if after != before:
         await ctx.note_changed(worker.name, before, after, argv)
+        ctx.note_traffic_shift(worker.name, 1.0)
     if not ok:
         live = " (the new version went live anyway)" if after != before else ""
         raise PhaseFailed(ctx.phase, f"deploy of {worker.name} failed{live}: " + " | ".join(error)[:400])

@@ -109,6 +109,7 @@ class Gradual(Phase):
         ctx.say(f"{worker.name}: uploaded {new} beside {old}")
         await self._smoke(ctx, new)
         await ctx.note_change_intent(worker.name, old)
+        previous = 0.0
         for step in self.steps:
             split = [(new, step)] + ([(old, 100 - step)] if step < 100 else [])
             result = await ctx.wrangler.versions_deploy(worker.name, split, f"rollout: {self.name} step {step:g}%")
@@ -118,6 +119,8 @@ class Gradual(Phase):
             if not result.ok:
                 ctx.diagnose(result, "wrangler versions deploy")
                 raise PhaseFailed(ctx.phase, f"versions deploy {step:g}% failed: {result.error_text[:300]}")
+            ctx.note_traffic_shift(worker.name, (step - previous) / 100)  # DOs of that share restart
+            previous = step
             ctx.say(f"{worker.name}: {new} at {step:g}%")
             if step < 100:
                 await self._judge_step(ctx, new, old, step)

@@ -30,10 +30,18 @@ class GuardBoard:
         self.baselines: dict[str, WindowStats | None] = {}
         self.verdicts: dict[tuple[str, str], Verdict] = {}
         self.breaches: list[Breach] = []
+        self.shifts: dict[str, list[tuple[int, float]]] = {}
 
     def arm(self, worker: str, since_ms: int) -> None:
         """Judge ``worker`` on events from ``since_ms`` on (re-arming after a rollback restarts the windows)."""
         self.armed[worker] = since_ms
+
+    def note_shift(self, worker: str, at_ms: int, fraction: float) -> None:
+        """Traffic moved: ``fraction`` of the worker's traffic now goes to a new version (Durable Objects
+        restart, and guards with a ``wave`` allowance expect the burst of churn that follows)."""
+        shifts = self.shifts.setdefault(worker, [])
+        shifts.append((at_ms, fraction))
+        del shifts[:-20]
 
     def applies(self, guard: Guard, worker: str) -> bool:
         scope = getattr(guard, "workers", None)
@@ -48,7 +56,11 @@ class GuardBoard:
         for guard in self.guards:
             if not self.applies(guard, worker):
                 continue
-            verdict = guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since)
+            if getattr(guard, "wave", 0):
+                verdict = guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since,
+                                         shifts=self.shifts.get(worker, ()))  # type: ignore[call-arg]
+            else:
+                verdict = guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since)
             out.append(verdict)
             key = (guard.name, worker)
             previous = self.verdicts.get(key)

@@ -123,6 +123,10 @@ class PhaseContext:
             Change(self.rollout_id, worker, before, None, self.phase, self.now(), "intent"))
         self._engine.note_change(worker, before, None)
 
+    def note_traffic_shift(self, worker: str, fraction: float) -> None:
+        """``fraction`` of the worker's traffic just moved to a new version (for the Durable-Object wave)."""
+        self._engine.board.note_shift(worker, int(self.now() * 1000), fraction)
+
     async def note_changed(self, worker: str, before: str | None, after: str | None,
                            command: Sequence[str] = ()) -> None:
         """Journal and announce a change; arms the guards for the worker from now on."""

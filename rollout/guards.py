@@ -19,6 +19,7 @@ armed, e.g. the deploy) keeps events from before the change out of the judgement
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
 
@@ -204,8 +205,16 @@ class LogRate:
     (events of any kind but sampling notices); none means ``no_data``.  While the tail is sampled, counts
     are lower bounds, so a breach stays a breach.
 
+    Durable Objects: when traffic moves to a new version, the objects it serves restart, so a deploy is
+    followed by a wave of ``DO Instance Created`` / ``Churn`` lines.  ``wave`` is how many such lines a full
+    (100%) move is expected to cause, spread over ``wave_s`` seconds; a move of a fraction f of the traffic
+    adds ``wave * f`` to the expected count of any window that overlaps its wave.  The wave is bounded in
+    time, so a crash loop — churn that goes on after ``wave_s`` or beyond the allowance — still breaches.
+
     Args:
         pattern: a name from the signals' patterns (``do_churn``, ``do_young``, ...).
+        wave: expected extra lines after a full traffic move (0: no allowance).
+        wave_s: how long such a wave lasts.
     """
 
     pattern: str = "do_churn"
@@ -217,19 +226,32 @@ class LogRate:
     version: str | None = None
     name: str = ""
     workers: tuple[str, ...] = ()
+    wave: float = 0.0
+    wave_s: float = 120.0
 
     def __post_init__(self) -> None:
         if not self.name:
             object.__setattr__(self, "name", f"{self.pattern}_per_hour")
+        if self.wave < 0 or self.wave_s <= 0:
+            raise ValueError(f"{self.name}: wave must be >= 0 and wave_s > 0")
         _check_common(self.name, self.window_s, self.min_samples, self.alpha)
         if self.max_per_hour <= 0:
             raise ValueError(f"{self.name}: max_per_hour must be > 0")
 
+    def wave_allowance(self, start_ms: int, end_ms: int, shifts: Sequence[tuple[int, float]]) -> float:
+        """Expected extra lines in ``[start_ms, end_ms)`` from traffic moves ``(at_ms, fraction)``."""
+        if self.wave <= 0:
+            return 0.0
+        wave_ms = self.wave_s * 1000
+        return sum(self.wave * fraction for at_ms, fraction in shifts if at_ms < end_ms and at_ms + wave_ms > start_ms)
+
     def evaluate(
         self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,
+        shifts: Sequence[tuple[int, float]] = (),
     ) -> Verdict:
         start, end = _bounds(signals, now_ms, self.window_s, since_ms)
         w = signals.window(start, end, self.version)
+        allowance = self.wave_allowance(start, end, shifts)
         base = baseline.rate_per_hour(self.pattern) if baseline is not None and baseline.observed_ms else None
         hours = w.observed_ms / _HOUR_MS
         if self.pattern not in signals.patterns:
@@ -240,16 +262,17 @@ class LogRate:
                                  f"no requests in the last {(end - start) / 1000:.0f} s", now_ms)
         count = w.pattern_counts.get(self.pattern, 0)
         rate = count / hours
-        p = poisson_sf(count, self.max_per_hour * hours)
+        p = poisson_sf(count, self.max_per_hour * hours + allowance)
+        wave = f" + DO wave allowance {allowance:.0f}" if allowance else ""
         text = (f"{self.pattern} {rate:.0f}/h ({count} in {w.observed_ms / 1000:.0f} s, {w.requests} requests) "
-                f"vs max {self.max_per_hour:g}/h, Poisson p={_p(p)}")
+                f"vs max {self.max_per_hour:g}/h{wave}, Poisson p={_p(p)}")
         if w.requests < self.min_samples:
             state: GuardState = "inconclusive"
             text += f"; {w.requests} < {self.min_samples} requests, too few to judge"
         elif p < self.alpha:
             state = "breach"
             text += f" < {self.alpha:g}"
-        elif rate > self.max_per_hour:
+        elif rate > self.max_per_hour and count > allowance:
             state = "inconclusive"
             text += f" >= {self.alpha:g}: above the limit, not yet significant"
         else:

@@ -183,3 +183,38 @@ def test_guards_are_frozen_and_validated() -> None:
         ErrorRate(alpha=2)
     with pytest.raises(ValueError, match="max_per_hour"):
         LogRate(max_per_hour=0)
+
+
+def _wave_signals(start_ms: int, lines: int, over_ms: int) -> WorkerSignals:
+    s = WorkerSignals("w")
+    feed(s, OK, range(T0, start_ms + over_ms + 60_000, 500))
+    feed(s, CHURN, range(start_ms, start_ms + over_ms, over_ms // lines))
+    return s
+
+
+def test_durable_object_wave_after_a_deploy_is_expected() -> None:
+    """30 churn lines in the minute after a full traffic move fit a wave of 40: not a breach."""
+    s = _wave_signals(T0, 30, 60_000)
+    guard = LogRate(pattern="do_churn", max_per_hour=50, wave=40, wave_s=120, window_s=60)
+    v = guard.evaluate(s, None, T0 + 60_000, since_ms=T0, shifts=[(T0, 1.0)])
+    assert v.state != "breach"
+    assert "DO wave allowance 40" in v.detail
+    without = LogRate(pattern="do_churn", max_per_hour=50, window_s=60).evaluate(s, None, T0 + 60_000, since_ms=T0)
+    assert without.state == "breach"
+
+
+def test_wave_scales_with_the_step() -> None:
+    """A 10% step expects a tenth of the wave: 30 lines then is a breach."""
+    s = _wave_signals(T0, 30, 60_000)
+    guard = LogRate(pattern="do_churn", max_per_hour=50, wave=40, wave_s=120, window_s=60)
+    v = guard.evaluate(s, None, T0 + 60_000, since_ms=T0, shifts=[(T0, 0.1)])
+    assert v.state == "breach"
+
+
+def test_crash_loop_after_the_wave_is_a_breach() -> None:
+    """Churn that goes on after the wave's time is over is a crash loop, not the deploy wave."""
+    later = T0 + 300_000
+    s = _wave_signals(later, 30, 60_000)
+    guard = LogRate(pattern="do_churn", max_per_hour=50, wave=40, wave_s=120, window_s=60)
+    v = guard.evaluate(s, None, later + 60_000, since_ms=T0, shifts=[(T0, 1.0)])
+    assert v.state == "breach"

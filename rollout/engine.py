@@ -43,10 +43,11 @@ from .journal import Journal
 from .metrics import Metrics, Totals
 from .monitor import Monitor, Source
 from .plan import Plan
+from .rollback import rollback_and_verify
 from .signals import WindowStats
 from .sources import WranglerTailSource
 from .target import Target
-from .wrangler import DeploymentState, Wrangler
+from .wrangler import Wrangler
 
 logger = logging.getLogger("rollout.engine")
 
@@ -319,39 +320,16 @@ class Engine:
         return None
 
     # -- rollback ------------------------------------------------------------------------------------
-    async def _read_state(self, worker: str) -> DeploymentState | None:
-        try:
-            return await self.wrangler.deployment_status(worker)
-        except WranglerError as exc:
-            logger.info("cannot read deployment of %s: %s", worker, exc)
-            return None
-
     async def rollback_worker(self, worker: str, before: str | None, after: str | None, reason: str) -> _Rollback:
         record = _Rollback(worker=worker, from_version=after, to_version=before)
         if before is None:
             record.detail = (f"{worker} did not exist before this rollout: nothing to roll back to "
                              f"(remove it by hand with `wrangler delete --name {worker}` if needed)")
             return record
-        message = f"rollout: {reason}"[:200]
-        for attempt in range(1, self.options.rollback_attempts + 1):
-            record.attempts = attempt
-            result = await self.wrangler.rollback(worker, before, message)
-            state = await self._read_state(worker)
-            verified = state is not None and state.sole_version == before
-            detail = "ok" if result.ok else (result.error_text.splitlines()[0] if result.error_text else "failed")
-            self.bus.publish(RollbackAttempt(worker=worker, from_version=after, to_version=before, attempt=attempt,
-                                             ok=result.ok, detail=detail, codes=result.codes))
-            if verified:
-                record.verified = True
-                record.detail = f"{before} serves 100% (verified with deployments status)"
-                return record
-            if result.ok:
-                record.detail = f"wrangler said ok but deployments status shows {state.versions if state else '?'}"
-            else:
-                record.detail = detail
-                if not result.transient and attempt >= 2:
-                    break
-            await anyio.sleep(self.options.rollback_backoff_s * (2 ** (attempt - 1)))
+        outcome = await rollback_and_verify(
+            self.wrangler, self.bus, worker, after, before, f"rollout: {reason}",
+            attempts=self.options.rollback_attempts, backoff_s=self.options.rollback_backoff_s)
+        record.attempts, record.verified, record.detail = outcome.attempts, outcome.verified, outcome.detail
         return record
 
     async def _rollback_all(self, reason: str) -> None:

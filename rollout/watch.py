@@ -42,7 +42,6 @@ from .bus import (
     MonitorState,
     PhaseFinished,
     PhaseStarted,
-    RollbackAttempt,
     RollbackDone,
     RolloutFinished,
     RolloutStarted,
@@ -56,6 +55,7 @@ from .hourly import HourlyRecorder, HourSummary
 from .journal import DEFAULT_JOURNAL, Journal
 from .metrics import Metrics, MetricsServer, Totals
 from .monitor import Monitor, Source
+from .rollback import rollback_and_verify
 from .signals import DEFAULT_PATTERNS, WorkerSignals
 from .sources import SourceStatus, WranglerTailSource
 from .target import Target
@@ -291,24 +291,10 @@ class Watcher:
     async def _rollback_to(self, worker: str, current: str | None, previous: str,
                            breach: Breach) -> tuple[int, bool, str]:
         assert self.wrangler is not None
-        message = f"rollout watch: {breach.guard} breached"[:200]
-        detail = ""
-        for attempt in range(1, self.options.rollback_attempts + 1):
-            result = await self.wrangler.rollback(worker, previous, message)
-            try:
-                state = await self.wrangler.deployment_status(worker)
-            except WranglerError as exc:
-                state, detail = None, str(exc)
-            ok_text = "ok" if result.ok else (result.error_text.splitlines()[0] if result.error_text else "failed")
-            self.bus.publish(RollbackAttempt(worker=worker, from_version=current, to_version=previous,
-                                             attempt=attempt, ok=result.ok, detail=ok_text, codes=result.codes))
-            if state is not None and state.sole_version == previous:
-                return attempt, True, f"{previous} serves 100% (verified with deployments status)"
-            detail = ok_text if not result.ok else f"wrangler said ok but deployments status shows {state}"
-            if not result.ok and not result.transient and attempt >= 2:
-                return attempt, False, detail
-            await anyio.sleep(self.options.rollback_backoff_s * 2 ** (attempt - 1))
-        return self.options.rollback_attempts, False, detail
+        outcome = await rollback_and_verify(
+            self.wrangler, self.bus, worker, current, previous, f"rollout watch: {breach.guard} breached",
+            attempts=self.options.rollback_attempts, backoff_s=self.options.rollback_backoff_s)
+        return outcome.attempts, outcome.verified, outcome.detail
 
     # -- the ticker ----------------------------------------------------------------------------------
     async def _ticker(self, tg: anyio.abc.TaskGroup, end: float) -> None:

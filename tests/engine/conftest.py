@@ -5,8 +5,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "examples" / "cf_ssai" / "workers" / "manifest" / "wrangler.toml"
 DECISION = ROOT / "examples" / "cf_ssai" / "workers" / "decision" / "wrangler.toml"
@@ -37,9 +35,3 @@ plan = Plan(
     path.write_text(textwrap.dedent(text))
     return path
 
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ROLLOUT_LOCK_DIR", str(tmp_path / "locks"))
-    return tmp_path

@@ -8,24 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 VAST_PARSER = ROOT / "examples" / "cf_ssai" / "workers" / "vast-parser"
 DB_ID = "11111111-1111-4111-8111-111111111111"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ROLLOUT_LOCK_DIR", str(tmp_path / "locks"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    return tmp_path
 
 
 def write(path: Path, text: str) -> Path:

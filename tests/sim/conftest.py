@@ -24,7 +24,3 @@ def home(tmp_path: Path) -> Path:
     path.mkdir()
     return path
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

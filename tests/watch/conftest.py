@@ -1,7 +1,0 @@
-"""Fixtures of the watch tests."""
-
-from __future__ import annotations
-
-
-
-

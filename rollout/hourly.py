@@ -93,7 +93,12 @@ class HourlyRecorder:
             statuses: Mapping[str, SourceStatus]) -> list[HourSummary]:
         out = []
         for worker, hour in self._open.items():
-            while now >= hour.start + HOUR_S + self.grace_s:
+            # an hour closes when the clock *and* the worker's own event time are past it (plus grace), so
+            # events still in flight after a tail reconnect land in their hour
+            sig = signals.get(worker)
+            while now >= hour.start + HOUR_S + self.grace_s and (
+                    sig is None or sig.latest_ms / 1000 >= hour.start + HOUR_S + self.grace_s
+                    or now >= hour.start + HOUR_S + 10 * self.grace_s):
                 out.append(self._close(worker, hour, hour.start + HOUR_S, now, signals, statuses, hour.partial))
         return out
 
@@ -101,8 +106,11 @@ class HourlyRecorder:
               statuses: Mapping[str, SourceStatus]) -> list[HourSummary]:
         out = []
         for worker, hour in self._open.items():
-            if now > hour.start:
-                out.append(self._close(worker, hour, min(now, hour.start + HOUR_S), now, signals, statuses, True))
+            sig = signals.get(worker)
+            latest = max(now, sig.latest_ms / 1000 + 0.001 if sig is not None else now)
+            while latest > hour.start:
+                end = min(latest, hour.start + HOUR_S)
+                out.append(self._close(worker, hour, end, now, signals, statuses, end < hour.start + HOUR_S))
         return out
 
     def _close(self, worker: str, hour: _Open, end: float, now: float, signals: Mapping[str, WorkerSignals],

@@ -1,15 +1,22 @@
 """The guard board: judges every guard on every armed worker and publishes what changed.
 
-Shared by the rollout engine and the watch mode, so both decide the same way.
+Shared by the rollout engine, the watch mode and replay, so all three decide the same way.  When a worker's
+guards are judged is decided by :class:`EventTimeJudge`, per event and in event time, so a recorded tail
+replays to the same decision at the same event as the live run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from .bus import Breach, EventBus, GuardState
+from .events import TailEvent
 from .guards import Guard, Verdict
 from .signals import WindowStats, WorkerSignals
+
+#: Event time between two judgements of one worker's guards.
+DEFAULT_JUDGE_INTERVAL_MS: Final = 20
 
 
 class GuardBoard:
@@ -31,6 +38,14 @@ class GuardBoard:
         self.verdicts: dict[tuple[str, str], Verdict] = {}
         self.breaches: list[Breach] = []
         self.shifts: dict[str, list[tuple[int, float]]] = {}
+        #: With a window, a worker's baseline is measured from its own signals at its first judgement
+        #: (replay does this; the engine and watch measure theirs and set ``baselines``).
+        self.baseline_window: tuple[int, int] | None = None
+        self.halted = False
+
+    def halt(self) -> None:
+        """Stop judging (after a breach that starts a rollback, the rollback's own checks take over)."""
+        self.halted = True
 
     def arm(self, worker: str, since_ms: int) -> None:
         """Judge ``worker`` on events from ``since_ms`` on (re-arming after a rollback restarts the windows)."""
@@ -47,11 +62,18 @@ class GuardBoard:
         scope = getattr(guard, "workers", None)
         return not scope or worker in scope
 
-    def evaluate(self, worker: str, signals: WorkerSignals, now_ms: int) -> list[Verdict]:
-        """Judge every guard of one armed worker; publish state changes; report breaches."""
+    def evaluate(self, worker: str, signals: WorkerSignals, now_ms: int, *,
+                 event_index: int | None = None) -> list[Verdict]:
+        """Judge every guard of one armed worker; publish state changes; report breaches.
+
+        ``event_index`` is the position, among the valid events of the worker's tail, of the event after
+        which this judgement happens; a breach carries it (and ``now_ms`` as its event time).
+        """
         since = self.armed.get(worker)
-        if since is None:
+        if since is None or self.halted:
             return []
+        if self.baseline_window is not None and worker not in self.baselines:
+            self.baselines[worker] = signals.window(*self.baseline_window)
         out = []
         for guard in self.guards:
             if not self.applies(guard, worker):
@@ -76,9 +98,48 @@ class GuardBoard:
                     guard=guard.name, worker=worker, action=guard.action, value=verdict.value,
                     baseline=verdict.baseline, threshold=verdict.threshold, samples=verdict.samples,
                     window_s=verdict.window_s, detail=verdict.detail,
-                    event_time=signals.latest_ms / 1000 if signals.latest_ms else None, p_value=verdict.p_value)
+                    event_time=signals.latest_ms / 1000 if signals.latest_ms else None, p_value=verdict.p_value,
+                    event_index=event_index, event_timestamp=now_ms if event_index is not None else None)
                 self.breaches.append(breach)
                 self.bus.publish(breach)
                 if self.on_breach is not None:
                     self.on_breach(guard, breach)
         return out
+
+
+class EventTimeJudge:
+    """Adds one worker's events to its signals and judges its guards in event time.
+
+    After each event, the worker's guards are judged when the worker is armed, the newest event time has
+    reached the arming time, and at least ``interval_ms`` of event time has passed since the last
+    judgement.  Wall time plays no part, so the live monitor and :mod:`rollout.replay`, given the same
+    bytes, judge after the same events and report a breach at the same index.
+    """
+
+    __slots__ = ("board", "interval_ms", "judgements", "last_ms", "now_ms", "signals", "worker")
+
+    def __init__(self, board: GuardBoard, worker: str, signals: WorkerSignals,
+                 interval_ms: int = DEFAULT_JUDGE_INTERVAL_MS) -> None:
+        self.board = board
+        self.worker = worker
+        self.signals = signals
+        self.interval_ms = interval_ms
+        self.now_ms = 0
+        self.last_ms: int | None = None
+        self.judgements = 0
+
+    def add(self, event: TailEvent, index: int) -> None:
+        """Count ``event`` (the ``index``-th valid event of the tail) and judge if it is time to."""
+        self.signals.add(event)
+        ts = event.timestamp_ms
+        if ts > self.now_ms:
+            self.now_ms = ts
+        now = self.now_ms
+        since = self.board.armed.get(self.worker)
+        if since is None or now < since:
+            return
+        last = self.last_ms
+        if last is None or now - last >= self.interval_ms:
+            self.last_ms = now
+            self.judgements += 1
+            self.board.evaluate(self.worker, self.signals, now, event_index=index)

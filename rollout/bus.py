@@ -117,6 +117,10 @@ class Breach(EngineEvent):
     detail: str
     event_time: float | None = None
     p_value: float | None = None
+    #: Position of the event that tripped the guard among the valid events of the worker's tail
+    #: (what ``rollout replay --json`` reports as ``event_index``), and that judgement's event time (ms).
+    event_index: int | None = None
+    event_timestamp: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

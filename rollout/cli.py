@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-scale", type=float, default=1.0, help="multiply plan durations (e.g. 0.05)")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
     run.add_argument("--metrics-host", default="127.0.0.1")
+    run.add_argument("--record-tail", type=Path, metavar="DIR",
+                     help="save each watched worker's tail and a replay context in DIR (for `rollout replay`)")
     _common(run)
 
     plan = sub.add_parser("plan", help="dry run: show phases, guards and the exact commands")
@@ -59,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenario", default="bad-release")
     demo.add_argument("--report-dir", type=Path, default=Path("reports"))
     demo.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE)
+    demo.add_argument("--record-tail", type=Path, metavar="DIR",
+                     help="save each watched worker's tail and a replay context in DIR (for `rollout replay`)")
     _common(demo)
 
     watch = sub.add_parser("watch", help="watch live workers under guards for hours (metrics, alerts, hourly)")
@@ -87,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("tail_file", type=Path, metavar="TAIL_FILE")
     replay.add_argument("--plan", type=Path, required=True)
     replay.add_argument("--json", action="store_true", help="print one JSON object")
-    replay.add_argument("--baseline", metavar="DURATION", help="baseline length (default: the plan's baseline)")
+    replay.add_argument("--baseline", metavar="DURATION",
+                        help="baseline: the first DURATION of the recording (ignores a live run's context)")
+    replay.add_argument("--context", type=Path, metavar="FILE",
+                        help="a live run's context (default: NAME.context.json beside NAME.tail.json, if there)")
     _common(replay)
 
     record = sub.add_parser("record", help="save a worker's tail (wrangler's JSON output) for `rollout replay`")

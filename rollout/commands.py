@@ -24,6 +24,7 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
         plan_path=args.plan, sim=args.sim, scenario=args.scenario, api_base=args.api_base, yes=args.yes,
         report_dir=args.report_dir, journal_path=args.journal, tty=not args.no_tty, time_scale=args.time_scale,
         console=console, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        record_dir=args.record_tail,
     )
     return await _run_and_summarise(options, console)
 
@@ -34,7 +35,7 @@ async def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     options = RunOptions(
         plan_path=EXAMPLE_PLAN, sim=args.api_base is None, scenario=args.scenario, api_base=args.api_base, yes=True,
         report_dir=args.report_dir, journal_path=args.journal, tty=not args.no_tty, time_scale=args.time_scale,
-        console=console, print_fault_timing=True,
+        console=console, print_fault_timing=True, record_dir=args.record_tail,
     )
     return await _run_and_summarise(options, console)
 
@@ -187,7 +188,8 @@ async def cmd_report(args: argparse.Namespace, console: Console) -> int:
 async def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     from .replay import run_replay
 
-    return await run_replay(args.tail_file, args.plan, baseline=args.baseline, as_json=args.json, console=console)
+    return await run_replay(args.tail_file, args.plan, baseline=args.baseline, as_json=args.json,
+                            context_file=args.context, console=console)
 
 
 async def cmd_record(args: argparse.Namespace, console: Console) -> int:

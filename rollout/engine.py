@@ -2,12 +2,16 @@
 
 One anyio task group holds everything: a monitor per watched worker (started before the first
 deploy, so a baseline can be measured), a ticker that publishes snapshots, and the phase runner.
-A rollback breach cancels the running phase at once; the rollback itself then runs outside that
-scope, newest change first, and is verified against ``deployments status``.
+Each monitor judges its worker's guards per event, in event time (:class:`~rollout.board.EventTimeJudge`),
+from the worker's first change on.  A rollback breach cancels the running phase at once; the rollback
+itself then runs outside that scope, newest change first, and is verified against ``deployments status``.
+With ``record_dir``, each worker's tail is saved with a replay context, so ``rollout replay`` reproduces
+the run's decisions event for event.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -17,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import httpx
 
-from .board import GuardBoard
+from .board import DEFAULT_JUDGE_INTERVAL_MS, GuardBoard
 from .bus import (
     BaselineMeasured,
     Breach,
@@ -37,7 +42,6 @@ from .bus import (
 from .clock import Clock, SystemClock
 from .context import AskFunction, PhaseContext
 from .errors import PhaseFailed, RolloutError, WranglerError
-from .events import TailEvent
 from .guards import Guard, Verdict
 from .journal import Journal
 from .metrics import Metrics, Totals
@@ -46,6 +50,7 @@ from .plan import Plan
 from .rollback import rollback_and_verify
 from .signals import WindowStats
 from .sources import WranglerTailSource
+from .tailfile import TAIL_SUFFIX, LiveBreach, ReplayContext, TailWriter, context_path_for
 from .target import Target
 from .wrangler import Wrangler
 
@@ -87,7 +92,6 @@ class _Rollback:
 @dataclass
 class EngineOptions:
     time_scale: float = 1.0
-    eval_interval_s: float = 0.02
     stats_interval_s: float = 1.0
     rollback_attempts: int = 5
     rollback_backoff_s: float = 1.0
@@ -143,8 +147,7 @@ class Engine:
         self.rollbacks: list[_Rollback] = []
         self._phase_scope: anyio.CancelScope | None = None
         self._rolling_back = False
-        self._last_eval: dict[str, float] = {}
-        self._dirty: set[str] = set()
+        self._writers: dict[str, TailWriter] = {}
         self._monitor_states: dict[str, tuple[bool, int]] = {}
 
     # -- sources and monitors ----------------------------------------------------------------------
@@ -163,64 +166,36 @@ class Engine:
         return None
 
     def note_change(self, worker: str, before: str | None, after: str | None) -> None:
+        """A worker changed (or is about to): from its first change on, its guards judge its events."""
         for change in self.changes:
             if change.worker == worker:
                 change.after = after or change.after
                 return
-        self.changes.append(_ChangeRecord(worker, before, after, int(self.clock.now() * 1000)))
+        armed_ms = int(self.clock.now() * 1000)
+        self.changes.append(_ChangeRecord(worker, before, after, armed_ms))
+        self.board.arm(worker, armed_ms)
 
     def _count_totals(self, monitor: Monitor, metrics: Metrics) -> None:
-        """Exact counters for Prometheus, updated from every batch of events before the guards run."""
+        """Exact counters for Prometheus, updated from every batch of events."""
         totals = Totals.for_monitor(monitor)
         metrics.track(totals)
-
-        def on_events(worker: str, events: list[TailEvent]) -> None:
-            totals.observe(worker, events)
-            self._on_events(worker, events)
-
-        monitor.on_events = on_events
+        monitor.on_events = totals.observe
 
     # -- guards ------------------------------------------------------------------------------------
-    def _on_events(self, worker: str, events: list[TailEvent]) -> None:
-        if self.armed_ms(worker) is None:
-            return
-        now = self.clock.now()
-        if now - self._last_eval.get(worker, 0.0) >= self.options.eval_interval_s:
-            self.evaluate(worker)
-        else:
-            self._dirty.add(worker)
-
-    def evaluate(self, worker: str) -> None:
-        """Judge every guard on one worker now; publish state changes; act on a breach."""
-        armed = self.armed_ms(worker)
-        monitor = self.monitors.get(worker)
-        if armed is None or monitor is None or self.breach is not None:
-            return  # after a rollback breach the recovery watch judges; one breach starts one rollback
-        now = self.clock.now()
-        self._last_eval[worker] = now
-        self._dirty.discard(worker)
-        self.board.arm(worker, armed)
-        self.board.evaluate(worker, monitor.signals, int(now * 1000))
-
     def _on_breach(self, guard: Guard, breach: Breach) -> None:
         self.breaches.append(breach)
         if guard.action == "rollback" and self.breach is None and not self._rolling_back:
             self.breach = breach
+            self.board.halt()  # one breach starts one rollback; the recovery watch judges from here
             if self._phase_scope is not None:
                 self._phase_scope.cancel()
 
     async def _ticker(self) -> None:
         while True:
-            await anyio.sleep(min(0.1, self.options.stats_interval_s))
-            for worker in list(self._dirty):
-                self.evaluate(worker)
+            await anyio.sleep(self.options.stats_interval_s)
             now = self.clock.now()
-            if now - getattr(self, "_last_stats", 0.0) >= self.options.stats_interval_s:
-                self._last_stats = now
-                for worker in self.monitors:
-                    if self.armed_ms(worker) is not None:
-                        self.evaluate(worker)
-                    self._publish_stats(worker, now)
+            for worker in self.monitors:
+                self._publish_stats(worker, now)
 
     def _publish_stats(self, worker: str, now: float) -> None:
         monitor = self.monitors[worker]
@@ -385,8 +360,8 @@ class Engine:
         try:
             async with anyio.create_task_group() as tg:
                 for worker in self._watched():
-                    monitor = Monitor(worker, self._source_factory(worker), on_events=self._on_events,
-                                      clock=self.clock.now)
+                    monitor = Monitor(worker, self._source_factory(worker), board=self.board,
+                                      recorder=await self._start_recording(worker, tg), clock=self.clock.now)
                     self.monitors[worker] = monitor
                     if self.metrics is not None:
                         self._count_totals(monitor, self.metrics)
@@ -400,6 +375,8 @@ class Engine:
                         await self._rollback_all(reason)
                 for worker in self.monitors:
                     self._publish_stats(worker, self.clock.now())
+                with anyio.CancelScope(shield=True):
+                    await self._finish_recordings()
                 tg.cancel_scope.cancel()
         finally:
             if self._own_http:
@@ -411,6 +388,37 @@ class Engine:
         with anyio.CancelScope(shield=True):
             await self.journal.finish(self.rollout_id, result.ended, result.outcome, result.exit_code)
         return result
+
+    # -- recording -----------------------------------------------------------------------------------
+    async def _start_recording(self, worker: str, tg: anyio.abc.TaskGroup) -> Callable[[bytes], None] | None:
+        directory = self.options.record_dir
+        if directory is None:
+            return None
+        await anyio.Path(directory).mkdir(parents=True, exist_ok=True)
+        writer = self._writers[worker] = TailWriter(directory / f"{worker}{TAIL_SUFFIX}")
+        tg.start_soon(writer.run)
+        return writer.write
+
+    async def _finish_recordings(self) -> None:
+        """Write each recorded worker's replay context, then let its writer drain and close."""
+        for worker, writer in self._writers.items():
+            context = ReplayContext(
+                worker=worker, armed_ms=self.board.armed.get(worker), baseline=self.baselines.get(worker),
+                shifts=tuple(self.board.shifts.get(worker, ())), judge_interval_ms=DEFAULT_JUDGE_INTERVAL_MS,
+                dropped_chunks=writer.dropped,
+                breaches=tuple(LiveBreach(b.guard, b.action, b.event_index, b.event_timestamp, b.detail)
+                               for b in self.breaches if b.worker == worker))
+            text = json.dumps(context.to_json(), indent=2) + "\n"
+            try:
+                await anyio.Path(context_path_for(writer.path)).write_text(text, encoding="utf-8")
+            except OSError as exc:  # the rollout's outcome stands; only the exact replay is lost
+                self.bus.publish(Message(level="warn", text=f"cannot write the replay context of {worker}: {exc}"))
+            await writer.aclose()
+            if writer.error is not None:
+                self.bus.publish(Message(level="warn", text=f"the recording of {worker} stopped: {writer.error}"))
+            else:
+                self.bus.publish(Message(text=f"recorded the tail of {worker} to {writer.path} "
+                                              f"(replay: rollout replay {writer.path} --plan PLAN)"))
 
     def _result(self, started: float, failure: PhaseFailed | None) -> RunResult:
         ended = self.clock.now()

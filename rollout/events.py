@@ -205,7 +205,10 @@ def _kind(ev: _Event) -> str:
 
 
 def event_from_wire(w: _Wire) -> TailEvent:
-    """Reduce a decoded wire struct to a :class:`TailEvent` (internal; the hot path of the decoder)."""
+    """Reduce a decoded wire struct to a :class:`TailEvent` (internal).
+
+    The plain version of what :func:`events_from_wires` does per struct (the tests hold the two equal).
+    """
     ev = w.event
     status = method = path = None
     if ev is None:
@@ -237,6 +240,68 @@ def event_from_wire(w: _Wire) -> TailEvent:
         None if wall is None else int(wall),
         bool(w.truncated),
     )
+
+
+def events_from_wires(wires: list[_Wire]) -> list[TailEvent]:
+    """Reduce decoded wire structs to :class:`TailEvent` values, in order (internal; the decoder's hot path).
+
+    One loop over a whole chunk's worth of structs, with the common cases inlined (an ``https://`` URL, a
+    log line that is one string, integer times): the same values as :func:`_url_path`, :func:`_render_log`
+    and ``int()`` give, for a fraction of the calls.
+    """
+    out: list[TailEvent] = []
+    append = out.append
+    new = TailEvent
+    render = _render_log
+    for w in wires:
+        ev = w.event
+        status = method = path = None
+        if ev is None:
+            kind = "other"
+        elif (req := ev.request) is not None:
+            kind = "fetch"
+            method = req.method
+            url = req.url
+            if url.startswith("https://") and (cut := url.find("/", 8)) >= 0:
+                query = url.find("?", cut)
+                path = url[cut:query] if query >= 0 else url[cut:]
+                if "#" in path:
+                    path = path.partition("#")[0]
+            else:
+                path = _url_path(url)
+            if (resp := ev.response) is not None:
+                status = resp.status
+        else:
+            kind = _kind(ev)
+        logs: tuple[str, ...] = ()
+        if wlogs := w.logs:
+            lines = []
+            for x in wlogs:
+                m = x.message
+                if type(m) is list and len(m) == 1 and type(m0 := m[0]) is str:
+                    lines.append(m0)
+                else:
+                    lines.append(render(m))
+            logs = tuple(lines)
+        excs = w.exceptions
+        sv = w.scriptVersion
+        ts = w.eventTimestamp
+        wall = w.wallTime
+        append(new(
+            ts if type(ts) is int else 0 if ts is None else int(ts),
+            w.scriptName,
+            None if sv is None else sv.id,
+            w.outcome,
+            status,
+            kind,
+            logs,
+            tuple([(x.name, x.message) for x in excs]) if excs else (),
+            method,
+            path,
+            wall if type(wall) is int else None if wall is None else int(wall),
+            w.truncated is True,
+        ))
+    return out
 
 
 def _error(exc: Exception, raw: bytes | str) -> EventParseError:

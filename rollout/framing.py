@@ -16,6 +16,11 @@ It also accepts, in the same stream:
 
 Both classes are sans-IO: feed them bytes as they come, split anywhere (even inside a UTF-8 character),
 and call ``flush()`` at end of input.
+
+:class:`TailDecoder` has a fast path for wrangler's own layout: the complete objects of a read are decoded
+by one msgspec call, with no boundary search in Python (see :meth:`TailDecoder._decode_run`).  It is taken
+only when its result is provably the exact path's; any other input (garbage, cut objects, CRLF, compact
+lines) goes through the framer as before, with the same events and counts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Final
 
 import msgspec
 
-from rollout.events import TailEvent, _wire_decoder, event_from_wire
+from rollout.events import TailEvent, _wire_decoder, event_from_wire, events_from_wires
 
 __all__ = ["TailDecoder", "TailFramer"]
 
@@ -33,6 +38,8 @@ _OPEN_CRLF: Final = b"\n{\r\n"      # a line "{" (CRLF ends)
 _OPEN_4: Final = b'{\n    "'        # how a 4-space object opens, even glued to the tail of a cut object
 _CLOSE: Final = b"\n}"              # the start of a line "}"
 _CLOSE_OPEN: Final = b"\n}\n{"      # a line "}" and the next object's first byte: the usual boundary
+_BOUNDARY: Final = b"\n}\n{\n"      # a line "}" then a line "{": how two of wrangler's objects meet
+_PRETTY_OPEN: Final = b"{\n"
 _NL: Final = 10
 _CR: Final = 13
 
@@ -215,9 +222,62 @@ class TailDecoder:
 
     def feed(self, chunk: bytes) -> list[TailEvent]:
         """Add ``chunk`` and return the events it completed, oldest first."""
+        framer = self.framer
+        buf = framer._buf + chunk if framer._buf else chunk
+        framer._buf = b""
+        if buf.startswith(_PRETTY_OPEN):
+            out = self._decode_run(buf)
+            if out is not None:
+                return out
         objs: list[bytes] = []
-        self.framer._split(chunk, objs, False)
+        framer._split(buf, objs, False)
         return self._decode(objs)
+
+    def _decode_run(self, buf: bytes) -> list[TailEvent] | None:
+        """The fast path: decode the run of complete objects at the start of ``buf`` in one call.
+
+        ``buf`` starts with a line ``{``.  Its complete part ends at the last ``"\n}\n{"`` or, when the
+        object after that is already closed by a line ``}``, at that line.  msgspec's ``decode_lines`` reads
+        the whitespace-separated objects of that part in one call, without looking for boundaries in Python.
+        The result is used only when it is provably what the exact path (:meth:`TailFramer._split`, then one
+        decode per object) gives for the same bytes:
+
+        * in valid JSON a ``}`` at the start of a line is outside any string (a string cannot hold a raw
+          newline), and a ``{`` can follow it across whitespace only where one top-level value ends and the
+          next begins; so every ``"\n}\n{"`` is a boundary between two of the decoded objects;
+        * hence when the part holds exactly ``len(objects) - 1`` occurrences of ``"\n}\n{\n"``, every
+          boundary has that form, and the exact framer, which cuts at each ``"\n}\n{"``, cuts the same
+          objects, each of which decodes alone to the same struct.  (Overlapping occurrences would need an
+          object ``{\n}``, which lacks ``outcome`` and fails to decode.)
+
+        Returns None, with nothing counted, when any of it fails (malformed input, garbage between objects,
+        other layouts); the caller then runs the exact path on the same buffer.  Whatever follows the
+        complete part is handed to the exact path, as it would be at that position.
+        """
+        n = len(buf)
+        last = buf.rfind(_CLOSE_OPEN)
+        close = buf.find(_CLOSE, last + 4 if last >= 0 else 1)
+        if 0 <= close and close + 2 < n and buf[close + 2] == _NL:
+            end = close + 2
+        elif last >= 0:
+            end = last + 2
+        else:
+            return None
+        try:
+            wires = _wire_decoder.decode_lines(memoryview(buf)[:end])
+            if len(wires) != buf.count(_BOUNDARY, 0, end) + 1:
+                return None
+            out = events_from_wires(wires)
+        except (msgspec.DecodeError, ValueError, OverflowError):
+            return None
+        self.framer.objects += len(out)
+        self.events += len(out)
+        if end + 1 < n:
+            objs: list[bytes] = []
+            self.framer._split(buf[end + 1:], objs, False)
+            if objs:
+                out += self._decode(objs)
+        return out
 
     def flush(self) -> list[TailEvent]:
         """End of input: decode what can still be completed."""

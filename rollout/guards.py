@@ -211,10 +211,17 @@ class LogRate:
     adds ``wave * f`` to the expected count of any window that overlaps its wave.  The wave is bounded in
     time, so a crash loop — churn that goes on after ``wave_s`` or beyond the allowance — still breaches.
 
+    Guards are judged after events, in event time, so a window can end right at a matching line: one line
+    in the first millisecond after arming is "3.6 million/hour", and significant against 50/hour.  The null
+    mean is therefore taken over at least ``min_exposure_s`` of observed time; a burst inside that time
+    still breaches when it is significant even over ``min_exposure_s`` (3 lines in 10 s against 50/hour),
+    so a crash loop is caught at once.
+
     Args:
         pattern: a name from the signals' patterns (``do_churn``, ``do_young``, ...).
         wave: expected extra lines after a full traffic move (0: no allowance).
         wave_s: how long such a wave lasts.
+        min_exposure_s: the least observed time the null mean is computed over.
     """
 
     pattern: str = "do_churn"
@@ -228,12 +235,15 @@ class LogRate:
     workers: tuple[str, ...] = ()
     wave: float = 0.0
     wave_s: float = 120.0
+    min_exposure_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.name:
             object.__setattr__(self, "name", f"{self.pattern}_per_hour")
         if self.wave < 0 or self.wave_s <= 0:
             raise ValueError(f"{self.name}: wave must be >= 0 and wave_s > 0")
+        if self.min_exposure_s < 0:
+            raise ValueError(f"{self.name}: min_exposure_s must be >= 0")
         _check_common(self.name, self.window_s, self.min_samples, self.alpha)
         if self.max_per_hour <= 0:
             raise ValueError(f"{self.name}: max_per_hour must be > 0")
@@ -262,10 +272,12 @@ class LogRate:
                                  f"no requests in the last {(end - start) / 1000:.0f} s", now_ms)
         count = w.pattern_counts.get(self.pattern, 0)
         rate = count / hours
-        p = poisson_sf(count, self.max_per_hour * hours + allowance)
+        exposure = max(hours, self.min_exposure_s / 3600)
+        p = poisson_sf(count, self.max_per_hour * exposure + allowance)
         wave = f" + DO wave allowance {allowance:.0f}" if allowance else ""
+        short = f" (null over {self.min_exposure_s:g} s)" if exposure > hours else ""
         text = (f"{self.pattern} {rate:.0f}/h ({count} in {w.observed_ms / 1000:.0f} s, {w.requests} requests) "
-                f"vs max {self.max_per_hour:g}/h{wave}, Poisson p={_p(p)}")
+                f"vs max {self.max_per_hour:g}/h{wave}, Poisson p={_p(p)}{short}")
         if w.requests < self.min_samples:
             state: GuardState = "inconclusive"
             text += f"; {w.requests} < {self.min_samples} requests, too few to judge"

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from .board import EventTimeJudge, GuardBoard
 from .events import TailEvent
 from .framing import TailDecoder
 from .signals import DEFAULT_PATTERNS, WorkerSignals
@@ -37,8 +38,10 @@ class MonitorSnapshot:
 class Monitor:
     """Feeds a worker's tail into its :class:`WorkerSignals`.
 
-    ``on_events`` is called after each chunk that produced events (the engine evaluates guards
-    there, so detection does not wait for a timer).  Events of other workers are ignored.
+    With a ``board``, the worker's guards are judged per event, in event time, by an
+    :class:`~rollout.board.EventTimeJudge` (the same loop replay runs, so a recording of this tail replays
+    to the same breach at the same event).  ``on_events`` is called after each chunk that produced events
+    (exact counters for metrics).  Events of other workers are ignored.
     """
 
     def __init__(
@@ -49,12 +52,14 @@ class Monitor:
         patterns: Mapping[str, str] = DEFAULT_PATTERNS,
         on_events: Callable[[str, list[TailEvent]], None] | None = None,
         recorder: Callable[[bytes], None] | None = None,
+        board: GuardBoard | None = None,
         clock: Callable[[], float],
     ) -> None:
         self.worker = worker
         self.source = source
         self.decoder = TailDecoder()
         self.signals = WorkerSignals(worker, patterns=patterns)
+        self.judge = EventTimeJudge(board, worker, self.signals) if board is not None else None
         self.on_events = on_events
         self.recorder = recorder
         self.clock = clock
@@ -62,14 +67,22 @@ class Monitor:
     def feed(self, chunk: bytes) -> None:
         if self.recorder is not None:
             self.recorder(chunk)
+        first = self.decoder.events
         events = self.decoder.feed(chunk)
         if not events:
             return
-        add = self.signals.add
         worker = self.worker
-        for event in events:
-            if event.worker is None or event.worker == worker:
-                add(event)
+        judge = self.judge
+        if judge is None:
+            add = self.signals.add
+            for event in events:
+                if event.worker is None or event.worker == worker:
+                    add(event)
+        else:
+            judge_add = judge.add
+            for index, event in enumerate(events, first):
+                if event.worker is None or event.worker == worker:
+                    judge_add(event, index)
         if self.on_events is not None:
             self.on_events(worker, events)
 

@@ -2,13 +2,12 @@
 ``rollout replay``.
 
 The tail runs through :class:`~rollout.sources.WranglerTailSource` (restarted when it drops, like the live
-monitor's) for a fixed time; chunks go through a memory stream to one task that writes the file, so the
-source's callback never blocks on the disk.
+monitor's) for a fixed time; a :class:`~rollout.tailfile.TailWriter` writes the chunks from its own task, so
+the source's callback never blocks on the disk.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,13 @@ from .durations import format_duration, parse_duration
 from .errors import UsageError
 from .runner import open_target
 from .sources import WranglerTailSource
+from .tailfile import TailWriter
 from .wrangler import Wrangler
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["RecordOptions", "record_tail"]
-
-logger = logging.getLogger("rollout.record")
 
 
 @dataclass(frozen=True)
@@ -76,25 +74,10 @@ async def record_tail(options: RecordOptions, console: Console) -> int:
 
 
 async def _record(source: WranglerTailSource, out: Path, seconds: float) -> int:
-    send, receive = anyio.create_memory_object_stream[bytes](10_000)
-    written = 0
-
-    def on_chunk(chunk: bytes) -> None:
-        try:
-            send.send_nowait(chunk)
-        except anyio.WouldBlock:  # the disk is 10 000 chunks behind: drop, as a sampled tail would
-            logger.warning("record: writer behind, dropped %d bytes", len(chunk))
-
-    async def writer() -> None:
-        nonlocal written
-        async with receive, await anyio.open_file(out, "wb") as handle:
-            async for chunk in receive:
-                await handle.write(chunk)
-                written += len(chunk)
-
+    writer = TailWriter(out)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(writer)
+        tg.start_soon(writer.run)
         with anyio.move_on_after(seconds):
-            await source.run(on_chunk)
-        send.close()
-    return written
+            await source.run(writer.write)
+        writer.close()
+    return writer.written

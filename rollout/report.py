@@ -78,7 +78,8 @@ def build_report(data: ReportInput) -> dict[str, Any]:
             {"guard": e.guard, "worker": e.worker, "action": e.action, "value": e.value, "baseline": e.baseline,
              "threshold": e.threshold, "samples": e.samples, "window_s": e.window_s, "p_value": e.p_value,
              "detail": e.detail, "time": _iso(e.at),
-             "event_time": _iso(e.event_time) if e.event_time else None}
+             "event_time": _iso(e.event_time) if e.event_time else None,
+             "event_index": e.event_index, "event_timestamp": e.event_timestamp}
             for e in data.events if isinstance(e, Breach)
         ],
         "rollbacks": [

@@ -4,6 +4,7 @@ view, engine, reports.  The CLI and the programmatic API share this."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -46,6 +47,7 @@ class RunOptions:
     engine: EngineOptions | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    record_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -112,7 +114,7 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
         async with Journal(options.journal_path) as journal:
             engine = Engine(plan, target, wrangler=wrangler, journal=journal, bus=bus, metrics=metrics,
                             ask=None if not options.tty and not options.yes else _asker(view, options.yes),
-                            options=options.engine or EngineOptions(time_scale=options.time_scale))
+                            options=_engine_options(options))
             journal_stream = bus.subscribe("journal", buffer=100_000)
             view_stream = bus.subscribe("view", buffer=10_000)
             metrics_stream = bus.subscribe("metrics", buffer=10_000)
@@ -137,6 +139,13 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
     if fault_onset is not None and result.rollback_verified_at is not None:
         timing = result.rollback_verified_at - fault_onset
     return RunOutcome(result, report, files, timing)
+
+
+def _engine_options(options: RunOptions) -> EngineOptions:
+    engine = options.engine or EngineOptions(time_scale=options.time_scale)
+    if options.record_dir is not None:
+        engine = dataclasses.replace(engine, record_dir=options.record_dir)
+    return engine
 
 
 def _asker(view: View, yes: bool):  # type: ignore[no-untyped-def]

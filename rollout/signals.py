@@ -18,6 +18,8 @@ counts are lower bounds, their ratios are still unbiased.
 from __future__ import annotations
 
 import re
+from array import array
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -114,6 +116,40 @@ class _Sampling:
 _Cell = list[int]
 
 
+class _Prefix:
+    """Running totals of one version's buckets (or all versions'): ``cols[c][i]`` is the sum of cell column
+    ``c`` over the buckets ``[base, base + i)``, and ``exc[name][i]`` the same for exceptions of ``name``."""
+
+    __slots__ = ("base", "cols", "exc")
+
+    def __init__(self, base: int, width: int) -> None:
+        self.base = base
+        self.cols = [array("q", [0]) for _ in range(width)]
+        self.exc: dict[str, array[int]] = {}
+
+    @property
+    def hi(self) -> int:
+        """The first bucket not summed yet."""
+        return self.base + len(self.cols[0]) - 1
+
+    def cut(self, b: int) -> None:
+        """Forget the sums from bucket ``b`` on."""
+        keep = b - self.base + 1
+        if keep < len(self.cols[0]):
+            for col in [*self.cols, *self.exc.values()]:
+                del col[max(1, keep):]
+            if keep < 1:
+                self.base = b
+
+    def trim(self, floor: int) -> None:
+        """Drop the rows of buckets below ``floor`` (gone from the signals), when there are many."""
+        drop = floor - self.base
+        if 1024 < drop < len(self.cols[0]):
+            for col in [*self.cols, *self.exc.values()]:
+                del col[:drop]
+            self.base = floor
+
+
 class WorkerSignals:
     """The windowed signals of one worker.
 
@@ -164,6 +200,12 @@ class WorkerSignals:
         self._versions: dict[str | None, int] = {}
         self._signatures: dict[str | None, dict[tuple[str, str], _Sig]] = {}
         self._sampling = _Sampling()
+        self._last_b = -1                       # the bucket the previous event went to ...
+        self._last_cells: dict[str | None, _Cell] = {}  # ... and its cells
+        # Running totals for window(): per version (None: all), prefix sums over whole buckets below
+        # ``_sealed``.  An event that lands below it (late) cuts the sums back to its bucket.
+        self._prefix: dict[str | None, _Prefix] = {}
+        self._sealed = 0
 
     # -- ingest -----------------------------------------------------------------------------------------
     def add(self, ev: TailEvent) -> None:
@@ -176,7 +218,7 @@ class WorkerSignals:
                 self.late_events += 1
                 return
         kind = ev.kind
-        if kind == "overload" or kind == "overload-stop":
+        if kind != "fetch" and (kind == "overload" or kind == "overload-stop"):
             self._notice(kind, t)
             return
         if t > self.latest_ms:
@@ -188,12 +230,19 @@ class WorkerSignals:
         elif t < self.first_ms:
             self.first_ms = t
         b = t // self.bucket_ms
-        if b < self._floor:
-            self.late_events += 1
-            return
-        cells = self._buckets.get(b)
-        if cells is None:
-            cells = self._buckets[b] = {}
+        if b != self._last_b:
+            if b < self._floor:
+                self.late_events += 1
+                return
+            if b < self._sealed:  # a late event changes a bucket the window sums already hold
+                self._unseal(b)
+            cells = self._buckets.get(b)
+            if cells is None:
+                cells = self._buckets[b] = {}
+            self._last_b = b
+            self._last_cells = cells
+        else:
+            cells = self._last_cells
         version = ev.version
         cell = cells.get(version)
         if cell is None:
@@ -205,8 +254,14 @@ class WorkerSignals:
         status = ev.status
         if ev.outcome not in NON_FAILURE_OUTCOMES or (status is not None and status >= 500):
             cell[1] += 1
-        if ev.logs:
-            self._match(cell, ev.logs)
+        if logs := ev.logs:
+            if len(logs) == 1 and not self._regexes:
+                text = logs[0]
+                for i, needle in self._substrings:
+                    if needle in text:
+                        cell[i] += 1
+            else:
+                self._match(cell, logs)
         if ev.exceptions:
             self._count_exceptions(b, version, ev.exceptions, t)
 
@@ -277,6 +332,10 @@ class WorkerSignals:
             for b in [b for b in self._exc if b < floor]:
                 del self._exc[b]
         self._floor = floor
+        if self._last_b < floor:
+            self._last_b = -1
+        for pre in self._prefix.values():
+            pre.trim(floor)
         horizon = floor * self.bucket_ms
         spans = self._sampling.spans
         if spans and spans[0][1] < horizon:
@@ -307,26 +366,12 @@ class WorkerSignals:
         """Counts over the buckets that start inside ``[start_ms, end_ms)``; all versions unless one is named."""
         bk = self.bucket_ms
         lo, hi = max(-(-start_ms // bk), self._floor), -(-end_ms // bk)
-        buckets = self._buckets
-        if hi - lo > len(buckets):
-            keys = sorted(b for b in buckets if lo <= b < hi)
+        summed = self._totals(lo, hi, version)
+        if summed is None:
+            totals = self._sum_cells(self._bucket_keys(lo, hi), version)
+            exceptions = self._sum_exceptions(lo, hi, version)
         else:
-            keys = [b for b in range(lo, hi) if b in buckets]
-        exc = self._exc
-        exceptions: dict[str, int] = {}
-        if version is None:
-            cells = [c for b in keys for c in buckets[b].values()]
-        else:
-            cells = [c for b in keys if (c := buckets[b].get(version)) is not None]
-        # column sums in C: zip(*cells) transposes the cells
-        totals = [sum(col) for col in zip(*cells, strict=True)] if cells else [0] * self._width
-        if exc:
-            for b in keys:
-                by_key = exc.get(b)
-                if by_key:
-                    for (v, name), count in by_key.items():
-                        if version is None or v == version:
-                            exceptions[name] = exceptions.get(name, 0) + count
+            totals, exceptions = summed
         first = self.first_ms if self.first_ms else end_ms
         observed = max(0, end_ms - max(start_ms, first))
         return WindowStats(
@@ -335,6 +380,140 @@ class WorkerSignals:
             exceptions=MappingProxyType(exceptions), sampled=self._sampled_between(start_ms, end_ms),
             observed_ms=observed, version=version,
         )
+
+    def _sum_exceptions(self, lo: int, hi: int, version: str | None) -> dict[str, int]:
+        """Exceptions by name over the buckets ``[lo, hi)``, in the order they first occur."""
+        exceptions: dict[str, int] = {}
+        exc = self._exc
+        if exc:
+            keys = sorted(b for b in exc if lo <= b < hi) if hi - lo > len(exc) else range(lo, hi)
+            get = exc.get
+            for b in keys:
+                by_key = get(b)
+                if by_key:
+                    for (v, name), count in by_key.items():
+                        if version is None or v == version:
+                            exceptions[name] = exceptions.get(name, 0) + count
+        return exceptions
+
+    def _bucket_keys(self, lo: int, hi: int) -> list[int]:
+        """The buckets present in ``[lo, hi)``, in order."""
+        buckets = self._buckets
+        if hi - lo > len(buckets):
+            return sorted(b for b in buckets if lo <= b < hi)
+        return [b for b in range(lo, hi) if b in buckets]
+
+    def _sum_cells(self, keys: list[int] | range, version: str | None) -> list[int]:
+        """Column sums of the cells of ``keys`` (one version's, or all versions')."""
+        buckets = self._buckets
+        if version is None:
+            cells = [c for b in keys if b in buckets for c in buckets[b].values()]
+        else:
+            cells = [c for b in keys if b in buckets and (c := buckets[b].get(version)) is not None]
+        # column sums in C: zip(*cells) transposes the cells
+        return [sum(col) for col in zip(*cells, strict=True)] if cells else [0] * self._width
+
+    def _totals(self, lo: int, hi: int, version: str | None) -> tuple[list[int], dict[str, int]] | None:
+        """Column sums and exceptions by name over ``[lo, hi)`` from the running totals, or None when the
+        buckets are too sparse for them (then the caller sums the buckets).
+
+        Whole buckets below the newest one are summed once, into :class:`_Prefix`; the newest bucket, still
+        filling, is added from its cells.  With the default 1 s buckets a guard's window costs a few
+        subtractions instead of a pass over hundreds of cells.  The result is what summing the buckets
+        gives, exceptions in the same order (by the bucket, then the order within it, of their first
+        occurrence in the window).
+        """
+        width = self._width
+        if hi <= lo:
+            return [0] * width, {}
+        bk = self.bucket_ms
+        cur = self.latest_ms // bk  # the newest bucket: no bucket lies above it ...
+        low = max(self._floor, self.first_ms // bk)  # ... nor below this one
+        if cur - low > 4 * len(self._buckets) + 256:  # sparse: running totals would be mostly empty rows
+            return None
+        top = min(hi, cur)
+        pre = self._prefix.get(version)
+        if pre is None or pre.hi < low:
+            pre = self._prefix[version] = _Prefix(low, width)
+        lo = max(lo, pre.base)
+        if pre.hi < top:
+            self._extend(pre, top, version)
+        if top > self._sealed:
+            self._sealed = top
+            if self._last_b < top:  # add() checks against _sealed only when the bucket changes
+                self._last_b = -1
+        exceptions: dict[str, int] = {}
+        if lo < top:
+            a, z = lo - pre.base, top - pre.base
+            totals = [col[z] - col[a] for col in pre.cols]
+            if pre.exc:
+                found = []
+                for name, counts in pre.exc.items():
+                    if counts[z] > counts[a]:
+                        first = pre.base + bisect_right(counts, counts[a], a, z + 1) - 1
+                        found.append((first, self._exc_rank(first, name, version), name, counts[z] - counts[a]))
+                found.sort()
+                exceptions = {name: count for _, _, name, count in found}
+        else:
+            totals = [0] * width
+        if lo <= cur < hi:
+            cells = self._buckets.get(cur)
+            if cells:
+                if version is None:
+                    for cell in cells.values():
+                        totals = [x + y for x, y in zip(totals, cell, strict=True)]
+                elif (one := cells.get(version)) is not None:
+                    totals = [x + y for x, y in zip(totals, one, strict=True)]
+            by_key = self._exc.get(cur)
+            if by_key:
+                for (v, name), count in by_key.items():
+                    if version is None or v == version:
+                        exceptions[name] = exceptions.get(name, 0) + count
+        return totals, exceptions
+
+    def _exc_rank(self, b: int, name: str, version: str | None) -> int:
+        """Where exceptions of ``name`` first come among those of bucket ``b``."""
+        for rank, (v, n) in enumerate(self._exc.get(b, ())):
+            if n == name and (version is None or v == version):
+                return rank
+        return 0
+
+    def _extend(self, pre: _Prefix, top: int, version: str | None) -> None:
+        """Add the buckets ``[pre.hi, top)`` to ``pre``."""
+        buckets = self._buckets
+        exc = self._exc
+        cols = pre.cols
+        names = pre.exc
+        row = [col[-1] for col in cols]
+        width = self._width
+        for b in range(pre.hi, top):
+            cells = buckets.get(b)
+            if cells:
+                if version is None:
+                    for cell in cells.values():
+                        for c in range(width):
+                            row[c] += cell[c]
+                elif (one := cells.get(version)) is not None:
+                    for c in range(width):
+                        row[c] += one[c]
+            for c in range(width):
+                cols[c].append(row[c])
+            by_key = exc.get(b)
+            added: dict[str, int] = {}
+            if by_key:
+                for (v, name), count in by_key.items():
+                    if version is None or v == version:
+                        added[name] = added.get(name, 0) + count
+                        if name not in names:
+                            names[name] = array("q", bytes(8 * (len(cols[0]) - 1)))
+            for name, counts in names.items():
+                counts.append(counts[-1] + added.get(name, 0))
+
+    def _unseal(self, b: int) -> None:
+        """A late event changed bucket ``b``: forget the running totals from it on."""
+        for pre in self._prefix.values():
+            pre.cut(b)
+        self._sealed = b
 
     def _sampled_between(self, start_ms: int, end_ms: int) -> bool:
         s = self._sampling

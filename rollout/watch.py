@@ -97,7 +97,6 @@ class WatchOptions:
     #: real seconds between ticks (guards, stats, hours, blind spells)
     tick_s: float = 0.1
     stats_interval_s: float = 1.0
-    eval_interval_s: float = 0.05
     hour_grace_s: float = 30.0
     rollback_attempts: int = 4
     rollback_backoff_s: float = 1.0
@@ -217,8 +216,7 @@ class Watcher:
         self._tracker = AlertTracker(self.clock.now)
         self._rolled_back: set[str] = set()
         self._pending_rollbacks: list[tuple[str, Breach]] = []
-        self._dirty: set[str] = set()
-        self._last_eval: dict[str, float] = {}
+        self._seen_at_tick: dict[str, int] = {}
         self._monitor_states: dict[str, tuple[bool, int]] = {}
         self._blind_alerted: dict[str, float] = {}
         self._observer: MemoryObjectReceiveStream[EngineEvent] | None = None
@@ -243,16 +241,15 @@ class Watcher:
     # -- guards --------------------------------------------------------------------------------------
     def _on_events(self, worker: str, events: list[TailEvent]) -> None:
         self.totals[worker].observe(worker, events)
-        now = anyio.current_time()
-        if now - self._last_eval.get(worker, 0.0) >= self.options.eval_interval_s:
-            self._evaluate(worker)
-        else:
-            self._dirty.add(worker)
 
-    def _evaluate(self, worker: str) -> None:
-        self._last_eval[worker] = anyio.current_time()
-        self._dirty.discard(worker)
-        self.board.evaluate(worker, self.monitors[worker].signals, int(self.clock.now() * 1000))
+    def _judge_idle(self, worker: str, now: float) -> None:
+        """Events drive the judging (per event, in event time); a worker that received none since the last
+        tick is judged on the clock instead, so its windows empty out into ``no_data``."""
+        monitor = self.monitors[worker]
+        seen = monitor.decoder.events
+        if self._seen_at_tick.get(worker) == seen:
+            self.board.evaluate(worker, monitor.signals, int(now * 1000))
+        self._seen_at_tick[worker] = seen
 
     def _on_breach(self, guard: Guard, breach: Breach) -> None:
         self.hourly.note_breach(breach.worker, breach.event_time or self.clock.now())
@@ -305,12 +302,10 @@ class Watcher:
             while self._pending_rollbacks:
                 worker, breach = self._pending_rollbacks.pop(0)
                 tg.start_soon(self._rollback, worker, breach)
-            for worker in list(self._dirty):
-                self._evaluate(worker)
             if anyio.current_time() - last_stats >= self.options.stats_interval_s:
                 last_stats = anyio.current_time()
                 for worker in self.monitors:
-                    self._evaluate(worker)  # also without traffic: windows empty out into no_data
+                    self._judge_idle(worker, now)
                     self._publish_stats(worker, now)
                 if self.metrics is not None:
                     self.metrics.remaining.set(max(0.0, end - now))
@@ -401,7 +396,7 @@ class Watcher:
         self.bus.publish(PhaseStarted(index=0, phase="watch"))
         for worker in options.workers:
             monitor = Monitor(worker, self._source_factory(worker), patterns=options.patterns,
-                              on_events=self._on_events, clock=self.clock.now)
+                              on_events=self._on_events, board=self.board, clock=self.clock.now)
             self.monitors[worker] = monitor
             totals = Totals.for_monitor(monitor)
             self.totals[worker] = totals
@@ -442,8 +437,9 @@ class Watcher:
 
     async def _finish(self, started: float) -> WatchResult:
         now = self.clock.now()
-        for worker in self.monitors:
-            self._evaluate(worker)
+        for worker, monitor in self.monitors.items():
+            if monitor.signals.latest_ms:  # the last events, if they came within a judging interval
+                self.board.evaluate(worker, monitor.signals, monitor.signals.latest_ms)
             self._publish_stats(worker, now)
         with anyio.CancelScope(shield=True):
             await self._close_hours(self.hourly.flush(now, self._signals(), self._statuses()))

@@ -37,7 +37,7 @@ def test_bad_release_trips_the_error_rate_guard(bad_release: bytes) -> None:
     onset_index = int(45 * 20)  # version 2 from 40 s, faulty 5 s later, 20 requests a second
     assert onset_index <= breach.event_index < onset_index + 20 * 20
     assert breach.event_timestamp == int((T0 + breach.event_index / 20) * 1000)
-    assert "error rate" in breach.verdict.detail and "binomial" in breach.verdict.detail
+    assert "error rate" in breach.detail and "binomial" in breach.detail
     assert result.baselines["cf-ssai"].requests == 600
 
 

@@ -1,8 +1,8 @@
 """Ingest throughput: the same bytes through rollout (from a pipe, and through ``rollout replay``), jq and grep.
 
 "From a pipe" is the live path: ``cat FILE |`` into a :class:`~rollout.monitor.Monitor` (framing, parsing,
-the default signals), whose ``on_events`` judges the default guards at most every 20 ms of wall time, as
-the engine does.  "replay" is :func:`rollout.replay.replay_file` (guards judged every 20 ms of event time),
+the default signals), which judges the default guards per event, every 20 ms of event time, as the engine
+does.  "replay" is :func:`rollout.replay.replay_file` (guards judged every 20 ms of event time),
 and the ``rollout replay`` command as a subprocess, interpreter start-up included.
 """
 
@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rollout.events import TailEvent
+from rollout.board import GuardBoard
+from rollout.bus import EventBus
 from rollout.guards import default_guards
 from rollout.monitor import Monitor
 from rollout.replay import replay_file
@@ -43,20 +44,12 @@ class _NoSource:
 
 
 def pipe_ingest(path: Path) -> Timing:
-    """``cat path`` into a Monitor with the default guards judged every 20 ms (wall time), like the engine."""
-    guards = default_guards()
-    last = [0.0]
+    """``cat path`` into a Monitor whose default guards are judged per event, every 20 ms of event time, on a
+    GuardBoard, as the engine's monitors do."""
+    board = GuardBoard(default_guards(), EventBus())
+    board.arm(WORKER, 0)
     clock = time.perf_counter
-
-    def on_events(worker: str, events: list[TailEvent]) -> None:
-        now = clock()
-        if now - last[0] >= 0.02:
-            last[0] = now
-            signals = monitor.signals
-            for guard in guards:
-                guard.evaluate(signals, None, signals.latest_ms, since_ms=signals.first_ms)
-
-    monitor = Monitor(WORKER, _NoSource(), on_events=on_events, clock=time.time)
+    monitor = Monitor(WORKER, _NoSource(), board=board, clock=time.time)
     started = clock()
     with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None

@@ -2,10 +2,10 @@
 
 Each trial starts a writer process that prints synthetic tail output into a pipe at a steady rate (5 000
 events/s): healthy traffic, then, from a known event on, failing requests.  A real
-:class:`~rollout.monitor.Monitor` reads the pipe; its ``on_events`` does what ``Engine._on_events`` does
-(judge the default guards at most every 20 ms, and a 100 ms ticker for the rest), arming the guards after a
-baseline.  On a rollback breach it starts the "rollback": a two-line shell script that records its own start
-time with ``date +%s%N``, standing in for the engine's ``wrangler rollback``.
+:class:`~rollout.monitor.Monitor` reads the pipe and judges the default guards on a
+:class:`~rollout.board.GuardBoard` per event, every 20 ms of event time, as the engine's monitors do; the
+guards are armed after a baseline.  On a rollback breach it starts the "rollback": a two-line shell
+script that records its own start time with ``date +%s%N``, standing in for the engine's ``wrangler rollback``.
 
 Which event made the guard breach is found afterwards, exactly: the writer logs each event's timestamp and
 write time, and the same events are replayed through the guards after every single event.
@@ -27,6 +27,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from rollout.board import GuardBoard
+from rollout.bus import Breach, EventBus
 from rollout.events import TailEvent
 from rollout.guards import ErrorRate, Guard, default_guards
 from rollout.monitor import Monitor
@@ -37,7 +39,6 @@ from .synth import VERSIONS, WORKER, Templates
 
 BASELINE_MS = 300
 ERROR_AFTER_S = 0.5
-EVAL_INTERVAL_S = 0.02  # EngineOptions.eval_interval_s
 _SCRIPT = '#!/bin/sh\ndate +%s%N > "$1"\n'
 
 
@@ -95,50 +96,30 @@ class _PipeSource:
 
 
 class _MiniEngine:
-    """The engine's guard loop around one monitor: arm after the baseline, judge, start the rollback."""
+    """The engine's guard loop around one monitor: arm after the baseline; the monitor's
+    :class:`~rollout.board.EventTimeJudge` judges per event, in event time, on a real
+    :class:`~rollout.board.GuardBoard`; a rollback breach starts the rollback."""
 
     def __init__(self, guards: list[Guard], script: Path, out: Path) -> None:
-        self.guards = guards
+        self.board = GuardBoard(guards, EventBus(), on_breach=self._on_breach)
         self.script, self.out = script, out
         self.armed_ms: int | None = None
         self.baseline: WindowStats | None = None
-        self.last_eval = 0.0
-        self.dirty = False
         self.tripped = anyio.Event()
         self.monitor: Monitor | None = None
 
     def on_events(self, worker: str, events: list[TailEvent]) -> None:
         assert self.monitor is not None
         signals = self.monitor.signals
-        if self.armed_ms is None:
-            if signals.first_ms and signals.latest_ms >= signals.first_ms + BASELINE_MS:
-                self.armed_ms = signals.first_ms + BASELINE_MS
-                self.baseline = signals.window(signals.first_ms, self.armed_ms)
-            return
-        now = time.time()
-        if now - self.last_eval >= EVAL_INTERVAL_S:
-            self.evaluate()
-        else:
-            self.dirty = True
+        if self.armed_ms is None and signals.first_ms and signals.latest_ms >= signals.first_ms + BASELINE_MS:
+            self.armed_ms = signals.first_ms + BASELINE_MS
+            self.baseline = self.board.baselines[WORKER] = signals.window(signals.first_ms, self.armed_ms)
+            self.board.arm(WORKER, self.armed_ms)
 
-    def evaluate(self) -> None:
-        assert self.monitor is not None
-        assert self.armed_ms is not None
-        if self.tripped.is_set():
-            return
-        now = time.time()
-        self.last_eval, self.dirty = now, False
-        for guard in self.guards:
-            verdict = guard.evaluate(self.monitor.signals, self.baseline, int(now * 1000), since_ms=self.armed_ms)
-            if verdict.state == "breach" and guard.action == "rollback":
-                self.tripped.set()
-                return
-
-    async def ticker(self) -> None:
-        while True:
-            await anyio.sleep(0.1)
-            if self.dirty and self.armed_ms is not None:
-                self.evaluate()
+    def _on_breach(self, guard: Guard, breach: Breach) -> None:
+        if guard.action == "rollback" and not self.tripped.is_set():
+            self.board.halt()
+            self.tripped.set()
 
 
 async def _trial(index: int, rate: float, tmp: Path, script: Path) -> float | None:
@@ -148,10 +129,10 @@ async def _trial(index: int, rate: float, tmp: Path, script: Path) -> float | No
             str(int(rate * 3)), str(log)]
     engine = _MiniEngine(default_guards(), script, out)
     proc = await anyio.open_process(argv, stdin=subprocess.DEVNULL, stderr=None)
-    engine.monitor = Monitor(WORKER, _PipeSource(proc), on_events=engine.on_events, clock=time.time)
+    engine.monitor = Monitor(WORKER, _PipeSource(proc), on_events=engine.on_events, board=engine.board,
+                             clock=time.time)
     async with anyio.create_task_group() as tg:
         tg.start_soon(engine.monitor.run)
-        tg.start_soon(engine.ticker)
         with anyio.move_on_after(10):
             await engine.tripped.wait()
             await anyio.run_process(["/bin/sh", str(script), str(out)])  # the rollback subprocess

@@ -66,6 +66,7 @@ async def deploy_one(ctx: PhaseContext, worker: Worker, message: str | None) -> 
         # A split deployment: roll back to the version with the most traffic.
         before = max(before_state.versions, key=lambda item: item[1])[0]
     await ctx.note_change_intent(worker.name, before)
+    shift_ms = ctx.note_traffic_shift(worker.name, 1.0)  # its Durable Objects restart once the edge switches
     config = ctx.plan.resolve_path(worker.config)
     cwd = ctx.plan.resolve_path(worker.cwd) or (config.parent if config else None)
     if worker.deploy_command:
@@ -87,7 +88,8 @@ async def deploy_one(ctx: PhaseContext, worker: Worker, message: str | None) -> 
         after = max(after_state.versions, key=lambda item: item[1])[0]
     if after != before:
         await ctx.note_changed(worker.name, before, after, argv)
-        ctx.note_traffic_shift(worker.name, 1.0)
+    else:
+        ctx.withdraw_traffic_shift(worker.name, shift_ms)
     if not ok:
         live = " (the new version went live anyway)" if after != before else ""
         raise PhaseFailed(ctx.phase, f"deploy of {worker.name} failed{live}: " + " | ".join(error)[:400])

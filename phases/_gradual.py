@@ -112,14 +112,17 @@ class Gradual(Phase):
         previous = 0.0
         for step in self.steps:
             split = [(new, step)] + ([(old, 100 - step)] if step < 100 else [])
+            shift_ms = ctx.note_traffic_shift(worker.name, (step - previous) / 100)  # DOs of that share restart
             result = await ctx.wrangler.versions_deploy(worker.name, split, f"rollout: {self.name} step {step:g}%")
             current = await ctx.active(worker.name)
+            moved = current is not None and current.percentage(new) > previous
             if current is not None and current.percentage(new) > 0:
                 await ctx.note_changed(worker.name, old, new, ("wrangler", *result.argv))
+            if not moved:
+                ctx.withdraw_traffic_shift(worker.name, shift_ms)
             if not result.ok:
                 ctx.diagnose(result, "wrangler versions deploy")
                 raise PhaseFailed(ctx.phase, f"versions deploy {step:g}% failed: {result.error_text[:300]}")
-            ctx.note_traffic_shift(worker.name, (step - previous) / 100)  # DOs of that share restart
             previous = step
             ctx.say(f"{worker.name}: {new} at {step:g}%")
             if step < 100:

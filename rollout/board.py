@@ -58,6 +58,18 @@ class GuardBoard:
         shifts.append((at_ms, fraction))
         del shifts[:-20]
 
+    def withdraw_shift(self, worker: str, at_ms: int) -> None:
+        """Forget a shift noted at ``at_ms`` (the traffic did not move)."""
+        self.shifts[worker] = [shift for shift in self.shifts.get(worker, ()) if shift[0] != at_ms]
+
+    def judge(self, guard: Guard, worker: str, signals: WorkerSignals, now_ms: int, since_ms: int) -> Verdict:
+        """One guard's verdict on one worker's events from ``since_ms``, with the worker's baseline and (for
+        guards with a Durable-Object ``wave``) its traffic shifts; publishes nothing."""
+        if getattr(guard, "wave", 0):
+            return guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since_ms,
+                                  shifts=self.shifts.get(worker, ()))  # type: ignore[call-arg]
+        return guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since_ms)
+
     def applies(self, guard: Guard, worker: str) -> bool:
         scope = getattr(guard, "workers", None)
         return not scope or worker in scope
@@ -78,11 +90,7 @@ class GuardBoard:
         for guard in self.guards:
             if not self.applies(guard, worker):
                 continue
-            if getattr(guard, "wave", 0):
-                verdict = guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since,
-                                         shifts=self.shifts.get(worker, ()))  # type: ignore[call-arg]
-            else:
-                verdict = guard.evaluate(signals, self.baselines.get(worker), now_ms, since_ms=since)
+            verdict = self.judge(guard, worker, signals, now_ms, since)
             out.append(verdict)
             key = (guard.name, worker)
             previous = self.verdicts.get(key)

@@ -123,9 +123,18 @@ class PhaseContext:
             Change(self.rollout_id, worker, before, None, self.phase, self.now(), "intent"))
         self._engine.note_change(worker, before, None)
 
-    def note_traffic_shift(self, worker: str, fraction: float) -> None:
-        """``fraction`` of the worker's traffic just moved to a new version (for the Durable-Object wave)."""
-        self._engine.board.note_shift(worker, int(self.now() * 1000), fraction)
+    def note_traffic_shift(self, worker: str, fraction: float) -> int:
+        """``fraction`` of the worker's traffic is about to move to a new version (the Durable Objects of
+        that share restart: churn guards with a ``wave`` expect the burst).  Call it *before* the command
+        that moves the traffic: the objects restart as soon as the edge switches, while the command is
+        still running.  Returns the shift's time, for :meth:`withdraw_traffic_shift`."""
+        at_ms = int(self.now() * 1000)
+        self._engine.board.note_shift(worker, at_ms, fraction)
+        return at_ms
+
+    def withdraw_traffic_shift(self, worker: str, at_ms: int) -> None:
+        """The command did not move the traffic after all: no wave to expect."""
+        self._engine.board.withdraw_shift(worker, at_ms)
 
     async def note_changed(self, worker: str, before: str | None, after: str | None,
                            command: Sequence[str] = ()) -> None:

@@ -42,7 +42,7 @@ from .bus import (
 from .clock import Clock, SystemClock
 from .context import AskFunction, PhaseContext
 from .errors import PhaseFailed, RolloutError, WranglerError
-from .guards import Guard, Verdict
+from .guards import Guard
 from .journal import Journal
 from .metrics import Metrics, Totals
 from .monitor import Monitor, Source
@@ -311,6 +311,8 @@ class Engine:
         self._rolling_back = True
         self.bus.publish(Message(level="warn", text=f"rolling back {len(self.changes)} worker(s): {reason}"))
         for change in reversed(self.changes):
+            # Moving the traffic back restarts the worker's Durable Objects too: the recovery watch expects it.
+            self.board.note_shift(change.worker, int(self.clock.now() * 1000), 1.0)
             record = await self.rollback_worker(change.worker, change.before, change.after, reason)
             self.rollbacks.append(record)
         await self._watch_recovery()
@@ -334,8 +336,7 @@ class Engine:
         recovered = False
         while self.clock.now() < deadline:
             await anyio.sleep(0.25)
-            verdict = _evaluate(guard, monitor, self.baselines.get(breach.worker), int(self.clock.now() * 1000),
-                                since_ms)
+            verdict = self.board.judge(guard, breach.worker, monitor.signals, int(self.clock.now() * 1000), since_ms)
             if verdict.state == "ok":
                 recovered = True
                 break
@@ -434,7 +435,3 @@ class Engine:
         if failure is not None:
             return RunResult(self.rollout_id, "failed", EXIT_USAGE, str(failure), started, ended)
         return RunResult(self.rollout_id, "succeeded", EXIT_OK, "every phase succeeded", started, ended)
-
-
-def _evaluate(guard: Guard, monitor: Monitor, baseline: WindowStats | None, now_ms: int, since_ms: int) -> Verdict:
-    return guard.evaluate(monitor.signals, baseline, now_ms, since_ms=since_ms)

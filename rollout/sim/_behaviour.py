@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,8 @@ class Behaviours:
         self.rng = rng
         self._meter = _Meter()
         self._seq = 0
+        #: Durable Objects restarted so far, per traffic move (by its index in the worker's moves)
+        self._restarted: dict[int, int] = {}
 
     def _log_count(self, version_id: str, index: int, line: LogLine, elapsed: float) -> int:
         if line.per_hour is not None:
@@ -84,9 +87,29 @@ class Behaviours:
                 out.append({"message": [render(line.message, values)], "level": line.level, "timestamp": ts_ms})
         return out
 
+    def _reset_wave(self, moves: Sequence[tuple[float, float]], now: float, values: dict[str, str],
+                    ts_ms: int) -> list[dict[str, Any]]:
+        """The reset logs of the Durable Objects due to restart by ``now`` after each traffic move."""
+        spec = self.spec.durable_objects
+        if spec is None or not spec.instances:
+            return []
+        out: list[dict[str, Any]] = []
+        for i, (at, share) in enumerate(moves):
+            total = round(spec.instances * share)
+            done = self._restarted.get(i, 0)
+            if done >= total or now < at:
+                continue
+            due = int(total * min(1.0, (now - at) / spec.wave_s))
+            if due > done:
+                self._restarted[i] = due
+                for _ in range(due - done):
+                    out += self._logs("", spec.reset_logs, 2000, 0.0, values, ts_ms)
+        return out
+
     def serve(self, version_id: str, number: int, live_since: float | None, method: str, path: str,
-              now: float) -> Outcome:
-        """The outcome of ``method path`` on the ``number``-th version at simulated time ``now``."""
+              now: float, moves: Sequence[tuple[float, float]] = ()) -> Outcome:
+        """The outcome of ``method path`` on the ``number``-th version at simulated time ``now``; ``moves``
+        are the worker's traffic moves (for the Durable-Object reset wave)."""
         self._seq += 1
         chosen = self.spec.behaviour_for(number)
         started = live_since is not None and now - live_since >= chosen.onset_after
@@ -104,6 +127,8 @@ class Behaviours:
         logs = self._logs(version_id, b.logs, 0, elapsed, values, ts_ms)
         if b is chosen and chosen.fault:
             logs += self._logs(version_id, b.fault_logs, 1000, elapsed, values, ts_ms)
+        if moves:
+            logs += self._reset_wave(moves, now, values, ts_ms)
         return self._respond(b, version_id, number, method, path, values, logs, ts_ms, started and b.fault)
 
     def _respond(self, b: Behaviour, version_id: str, number: int, method: str, path: str,

@@ -74,7 +74,8 @@ class Edge:
         if version is None:
             return None
         now = self.clock.now()
-        outcome = behaviours.serve(version.id, version.number, worker.live_since.get(version.id), method, path, now)
+        outcome = behaviours.serve(version.id, version.number, worker.live_since.get(version.id), method, path, now,
+                                   worker.traffic_moves)
         self.served.setdefault(name, Counter())[version.id] += 1
         if outcome.faulty and self.fault_onset is None:
             self.fault_onset = now

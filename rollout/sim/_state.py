@@ -74,6 +74,9 @@ class Worker:
     settings: dict[str, Any] = field(default_factory=dict)
     #: version id -> when it first took traffic (epoch seconds)
     live_since: dict[str, float] = field(default_factory=dict)
+    #: ``[when, share]`` for each deployment that moved a share of the traffic to versions that did not serve
+    #: it before (the Durable-Object reset wave); the first deployment moves nothing
+    traffic_moves: list[tuple[float, float]] = field(default_factory=list)
 
     def version(self, version_id: str) -> Version | None:
         return next((v for v in self.versions if v.id == version_id), None)
@@ -93,7 +96,14 @@ class Worker:
         data["deployments"] = [
             Deployment(**{**d, "versions": [tuple(p) for p in d["versions"]]}) for d in data["deployments"]
         ]
+        data["traffic_moves"] = [(float(at), float(share)) for at, share in data.get("traffic_moves", [])]
         return cls(**data)
+
+
+def moved_share(before: list[tuple[str, float]], after: list[tuple[str, float]]) -> float:
+    """The share of traffic (0..1) that ``after`` sends to a version that ``before`` did not send it to."""
+    old = dict(before)
+    return sum(max(0.0, pct - old.get(vid, 0.0)) for vid, pct in after) / 100.0
 
 
 class State:
@@ -129,6 +139,10 @@ class State:
         annotations: dict[str, str] | None = None,
     ) -> Deployment:
         now = self.clock()
+        if worker.deployments:
+            share = moved_share(worker.active, versions)
+            if share > 0:
+                worker.traffic_moves.append((now, share))
         deployment = Deployment(new_id(), now, versions, source, dict(annotations or {}))
         worker.deployments.append(deployment)
         for version_id, percentage in versions:

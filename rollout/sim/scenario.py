@@ -57,6 +57,28 @@ class Route:
         return self.example or self.path.replace("*", "sports1")
 
 
+#: What a Durable Object that restarts because traffic moved to another version logs, once per instance.
+DEFAULT_RESET_LOGS: tuple[LogLine, ...] = (
+    LogLine("⚠️  DO Instance Churn: id={id}, name={colo}:demo:{channel}, reason=version change", "warn"),
+    LogLine("🆕 DO Instance Created: id={id}, name={colo}:demo:{channel}"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableObjects:
+    """The Durable Object instances a worker runs, and the reset wave a deploy causes.
+
+    When a deployment moves a share ``f`` of the worker's traffic to versions that did not serve it before,
+    ``instances * f`` objects restart, spread evenly over ``wave_s`` simulated seconds; each logs
+    ``reset_logs`` on the request that is being served when it restarts.  The first deployment of a worker
+    (and the pre-seeded one) causes no wave.
+    """
+
+    instances: int
+    wave_s: float = 30.0
+    reset_logs: tuple[LogLine, ...] = DEFAULT_RESET_LOGS
+
+
 @dataclass(frozen=True, slots=True)
 class Behaviour:
     """What a version does with the requests it serves."""
@@ -94,6 +116,7 @@ class WorkerSpec:
     traffic_rate: float | None = None
     bindings: tuple[dict[str, Any], ...] = ()
     migration_tag: str | None = None
+    durable_objects: DurableObjects | None = None
 
     def behaviour_for(self, number: int) -> Behaviour:
         """The behaviour of the ``number``-th version uploaded (1-based)."""
@@ -268,9 +291,27 @@ def _worker(table: Table, name: str) -> WorkerSpec:
         traffic_rate=table.number("traffic_rate", None, low=0),
         bindings=tuple(b for b in bindings if isinstance(b, dict)),
         migration_tag=table.text("migration_tag", None),
+        durable_objects=_durable_objects(table.table("durable_objects")) if "durable_objects" in table.data else None,
     )
     versions_table.finish()
     table.finish()
+    return spec
+
+
+def _durable_objects(t: Table) -> DurableObjects:
+    instances = t.integer("instances")
+    if instances < 0:
+        raise t.fail("instances", f"must be >= 0, got {instances}")
+    wave_s = t.number("wave_s", 30.0, low=0)
+    if wave_s <= 0:
+        raise t.fail("wave_s", "must be > 0 seconds")
+    reset_logs = _logs(t, "reset_logs")
+    for i, line in enumerate(reset_logs):
+        if line.per_hour is not None:
+            raise t.fail(f"reset_logs[{i}].per_hour", "a reset log is written once per restarted instance "
+                         "(use probability to write it for only some of them)")
+    spec = DurableObjects(instances=instances, wave_s=wave_s, reset_logs=reset_logs or DEFAULT_RESET_LOGS)
+    t.finish()
     return spec
 
 

@@ -10,7 +10,12 @@ MANIFEST = ROOT / "examples" / "cf_ssai" / "workers" / "manifest" / "wrangler.to
 DECISION = ROOT / "examples" / "cf_ssai" / "workers" / "decision" / "wrangler.toml"
 
 
-def write_plan(directory: Path, phases: str, *, baseline: str = "2s", recovery: str = "3s", extra: str = "") -> Path:
+_GUARDS = ('ErrorRate(above_baseline_by=0.05, action="rollback"), '
+           'LogRate(pattern="do_churn", max_per_hour=50, action="rollback")')
+
+
+def write_plan(directory: Path, phases: str, *, baseline: str = "2s", recovery: str = "3s", extra: str = "",
+               guards: str = _GUARDS) -> Path:
     """A small plan over the example manifest and decision workers."""
     text = f'''
 from phases import Deploy, Gate, Smoke, Watch
@@ -26,8 +31,7 @@ plan = Plan(
     workers=[manifest, decision],
     baseline={baseline!r},
     recovery={recovery!r},
-    guards=[ErrorRate(above_baseline_by=0.05, action="rollback"),
-            LogRate(pattern="do_churn", max_per_hour=50, action="rollback")],
+    guards=[{guards}],
     phases=[{phases}],
 )
 '''

@@ -269,3 +269,51 @@ async def test_slow_api_fault() -> None:
         response = await client.get(f"{sim.api_base_url}/user")
         assert anyio.current_time() - started >= 0.3
         assert response.json()["success"] is True
+
+
+async def test_deploys_restart_durable_objects_in_a_wave() -> None:
+    """do-reset: a full traffic move restarts all 40 Durable Objects over 20 s, each logging churn once; a
+    move of half the traffic restarts half of them; the pre-seeded deployment moves nothing."""
+    clock = FakeClock()
+    async with Simulator("do-reset", traffic_rate=0, clock=clock) as sim, httpx.AsyncClient() as client:
+        url = await open_tail(client, sim, "cf-ssai")
+
+        async def churn_over(seconds: float) -> list[int]:
+            """Serve 2 requests per simulated second; the wave's churn lines seen in each 5 s slice."""
+            slices = []
+            for _ in range(int(seconds / 5)):
+                for _ in range(10):
+                    clock.now += 0.5
+                    sim.generate("cf-ssai", 1)
+                events = [json.loads(await ws.recv()) for _ in range(10)]
+                slices.append(sum("reason=version change" in log["message"][0]
+                                  for e in events for log in e["logs"]))
+            return slices
+
+        async with connect(url, subprotocols=["trace-v1"]) as ws:  # type: ignore[list-item]
+            await ws.send('{"debug":false}')
+            assert await churn_over(10) == [0, 0]  # the pre-seed is not a move
+            v1 = sim.active_versions("cf-ssai")[0][0]
+            v2 = await upload_and_deploy(client, sim, "cf-ssai")
+            full = await churn_over(30)
+            assert sum(full) == 40
+            assert all(8 <= n <= 12 for n in full[:4]) and full[4:] == [0, 0]  # spread evenly over 20 s
+            base = f"{sim.api_base_url}/accounts/{sim.account_id}/workers/scripts/cf-ssai/deployments"
+            body = {"strategy": "percentage",
+                    "versions": [{"version_id": v1, "percentage": 50}, {"version_id": v2, "percentage": 50}]}
+            response = await client.post(base, content=json.dumps(body))
+            assert response.json()["success"], response.text
+            assert sum(await churn_over(30)) == 20
+
+
+def test_durable_objects_table_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "do.toml"
+    path.write_text("[workers.w.durable_objects]\ninstances = 4\nwave_s = 0\n")
+    with pytest.raises(ScenarioError, match="field workers.w.durable_objects.wave_s"):
+        load_scenario(path)
+    path.write_text('[workers.w.durable_objects]\ninstances = 4\n[[workers.w.durable_objects.reset_logs]]\n'
+                    'message = "x"\nper_hour = 3\n')
+    with pytest.raises(ScenarioError, match=r"reset_logs\[0\].per_hour"):
+        load_scenario(path)
+    spec = load_scenario("do-reset").workers["cf-ssai"].durable_objects
+    assert spec is not None and (spec.instances, spec.wave_s) == (40, 20.0)

@@ -81,3 +81,35 @@ async def test_equal_canary_promotes(tmp_path: Path) -> None:
     assert outcome.result.exit_code == 0, outcome.result.detail + out[-2000:]
     assert "at 100%" in out
     assert "step 10%: pass" in out
+
+
+async def test_each_step_expects_its_share_of_the_durable_object_wave(tmp_path: Path) -> None:
+    """do-reset restarts the Durable Objects of the share each step moves (4, then 16, then 20 of 40): a churn
+    guard with wave=40 expects each step's part and the rollout promotes; the same guard without the
+    allowance takes the first step's few restarts for a crash loop."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('name = "gradual-do"\nbase = "do-reset"\n[traffic]\nrate = 300.0\n'
+                        "[workers.cf-ssai.behaviour]\nlatency_ms = 5\n")
+    churn = 'LogRate(pattern="do_churn", max_per_hour=50, {wave}action="rollback")'
+    for wave, exit_code in (("wave=40, wave_s=60, ", 0), ("", 1)):
+        run = tmp_path / ("with" if wave else "without")
+        run.mkdir()
+        plan = run / "plan.py"
+        plan.write_text(textwrap.dedent(PLAN.format(config=str(MANIFEST))).replace(
+            'guards=[ErrorRate(above_baseline_by=0.05, action="rollback")]',
+            f'guards=[ErrorRate(above_baseline_by=0.05, action="rollback"), {churn.format(wave=wave)}]').replace(
+            "from rollout.guards import ErrorRate", "from rollout.guards import ErrorRate, LogRate"))
+        console = Console(file=(run / "out.txt").open("w"), width=200, color_system=None)
+        outcome = await run_plan(RunOptions(
+            plan_path=plan, sim=True, scenario=str(scenario), yes=False, report_dir=run / "reports",
+            journal_path=run / ".rollout" / "journal.sqlite", tty=False, console=console,
+            engine=EngineOptions(rollback_backoff_s=0.2)))
+        out = (run / "out.txt").read_text()
+        assert outcome.result.exit_code == exit_code, outcome.result.detail + out[-2000:]
+        if exit_code == 0:
+            assert "at 100%" in out
+        else:
+            (breach,) = [b for b in outcome.report["breaches"]  # type: ignore[union-attr]
+                         if b["action"] == "rollback"]
+            assert breach["guard"] == "do_churn_per_hour"
+            assert "at 50%" not in out

@@ -87,17 +87,18 @@ class Behaviours:
                 out.append({"message": [render(line.message, values)], "level": line.level, "timestamp": ts_ms})
         return out
 
-    def _reset_wave(self, moves: Sequence[tuple[float, float]], now: float, values: dict[str, str],
-                    ts_ms: int) -> list[dict[str, Any]]:
-        """The reset logs of the Durable Objects due to restart by ``now`` after each traffic move."""
+    def _reset_wave(self, moves: Sequence[tuple[float, float, tuple[str, ...]]], version_id: str, now: float,
+                    values: dict[str, str], ts_ms: int) -> list[dict[str, Any]]:
+        """The reset logs of the Durable Objects due to restart by ``now`` after each traffic move, written on
+        a request to a version that gained the traffic (the restarted objects serve it)."""
         spec = self.spec.durable_objects
         if spec is None or not spec.instances:
             return []
         out: list[dict[str, Any]] = []
-        for i, (at, share) in enumerate(moves):
+        for i, (at, share, gained) in enumerate(moves):
             total = round(spec.instances * share)
             done = self._restarted.get(i, 0)
-            if done >= total or now < at:
+            if done >= total or now < at or version_id not in gained:
                 continue
             due = int(total * min(1.0, (now - at) / spec.wave_s))
             if due > done:
@@ -107,7 +108,7 @@ class Behaviours:
         return out
 
     def serve(self, version_id: str, number: int, live_since: float | None, method: str, path: str,
-              now: float, moves: Sequence[tuple[float, float]] = ()) -> Outcome:
+              now: float, moves: Sequence[tuple[float, float, tuple[str, ...]]] = ()) -> Outcome:
         """The outcome of ``method path`` on the ``number``-th version at simulated time ``now``; ``moves``
         are the worker's traffic moves (for the Durable-Object reset wave)."""
         self._seq += 1
@@ -128,7 +129,7 @@ class Behaviours:
         if b is chosen and chosen.fault:
             logs += self._logs(version_id, b.fault_logs, 1000, elapsed, values, ts_ms)
         if moves:
-            logs += self._reset_wave(moves, now, values, ts_ms)
+            logs += self._reset_wave(moves, version_id, now, values, ts_ms)
         return self._respond(b, version_id, number, method, path, values, logs, ts_ms, started and b.fault)
 
     def _respond(self, b: Behaviour, version_id: str, number: int, method: str, path: str,

@@ -74,9 +74,10 @@ class Worker:
     settings: dict[str, Any] = field(default_factory=dict)
     #: version id -> when it first took traffic (epoch seconds)
     live_since: dict[str, float] = field(default_factory=dict)
-    #: ``[when, share]`` for each deployment that moved a share of the traffic to versions that did not serve
-    #: it before (the Durable-Object reset wave); the first deployment moves nothing
-    traffic_moves: list[tuple[float, float]] = field(default_factory=list)
+    #: ``(when, share, versions)`` for each deployment that moved a share of the traffic to versions that did
+    #: not serve it before, and which versions gained it (the Durable-Object reset wave); the first
+    #: deployment moves nothing
+    traffic_moves: list[tuple[float, float, tuple[str, ...]]] = field(default_factory=list)
 
     def version(self, version_id: str) -> Version | None:
         return next((v for v in self.versions if v.id == version_id), None)
@@ -96,7 +97,7 @@ class Worker:
         data["deployments"] = [
             Deployment(**{**d, "versions": [tuple(p) for p in d["versions"]]}) for d in data["deployments"]
         ]
-        data["traffic_moves"] = [(float(at), float(share)) for at, share in data.get("traffic_moves", [])]
+        data["traffic_moves"] = [(float(m[0]), float(m[1]), tuple(m[2])) for m in data.get("traffic_moves", [])]
         return cls(**data)
 
 
@@ -142,7 +143,9 @@ class State:
         if worker.deployments:
             share = moved_share(worker.active, versions)
             if share > 0:
-                worker.traffic_moves.append((now, share))
+                old = dict(worker.active)
+                gained = tuple(vid for vid, pct in versions if pct > old.get(vid, 0.0))
+                worker.traffic_moves.append((now, share, gained))
         deployment = Deployment(new_id(), now, versions, source, dict(annotations or {}))
         worker.deployments.append(deployment)
         for version_id, percentage in versions:

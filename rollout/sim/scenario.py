@@ -70,7 +70,7 @@ class DurableObjects:
 
     When a deployment moves a share ``f`` of the worker's traffic to versions that did not serve it before,
     ``instances * f`` objects restart, spread evenly over ``wave_s`` simulated seconds; each logs
-    ``reset_logs`` on the request that is being served when it restarts.  The first deployment of a worker
+    ``reset_logs`` on the next request that a version which gained the traffic serves.  The first deployment of a worker
     (and the pre-seeded one) causes no wave.
     """
 

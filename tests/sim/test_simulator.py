@@ -273,10 +273,12 @@ async def test_slow_api_fault() -> None:
 
 async def test_deploys_restart_durable_objects_in_a_wave() -> None:
     """do-reset: a full traffic move restarts all 40 Durable Objects over 20 s, each logging churn once; a
-    move of half the traffic restarts half of them; the pre-seeded deployment moves nothing."""
+    move of half the traffic restarts half of them, on the version that gained it; the pre-seeded deployment
+    moves nothing."""
     clock = FakeClock()
     async with Simulator("do-reset", traffic_rate=0, clock=clock) as sim, httpx.AsyncClient() as client:
         url = await open_tail(client, sim, "cf-ssai")
+        wave_versions: set[str] = set()
 
         async def churn_over(seconds: float) -> list[int]:
             """Serve 2 requests per simulated second; the wave's churn lines seen in each 5 s slice."""
@@ -288,6 +290,8 @@ async def test_deploys_restart_durable_objects_in_a_wave() -> None:
                 events = [json.loads(await ws.recv()) for _ in range(10)]
                 slices.append(sum("reason=version change" in log["message"][0]
                                   for e in events for log in e["logs"]))
+                wave_versions.update(e["scriptVersion"]["id"] for e in events
+                                     if any("reason=version change" in log["message"][0] for log in e["logs"]))
             return slices
 
         async with connect(url, subprotocols=["trace-v1"]) as ws:  # type: ignore[list-item]
@@ -303,7 +307,9 @@ async def test_deploys_restart_durable_objects_in_a_wave() -> None:
                     "versions": [{"version_id": v1, "percentage": 50}, {"version_id": v2, "percentage": 50}]}
             response = await client.post(base, content=json.dumps(body))
             assert response.json()["success"], response.text
+            wave_versions.clear()
             assert sum(await churn_over(30)) == 20
+            assert wave_versions == {v1}  # the objects that restart are the ones serving the version that gained
 
 
 def test_durable_objects_table_is_checked(tmp_path: Path) -> None:

@@ -101,10 +101,10 @@ class Worker:
         return cls(**data)
 
 
-def moved_share(before: list[tuple[str, float]], after: list[tuple[str, float]]) -> float:
-    """The share of traffic (0..1) that ``after`` sends to a version that ``before`` did not send it to."""
+def traffic_gains(before: list[tuple[str, float]], after: list[tuple[str, float]]) -> dict[str, float]:
+    """Version id -> the share of traffic (0..1) that ``after`` sends to it and ``before`` did not."""
     old = dict(before)
-    return sum(max(0.0, pct - old.get(vid, 0.0)) for vid, pct in after) / 100.0
+    return {vid: (pct - old.get(vid, 0.0)) / 100.0 for vid, pct in after if pct > old.get(vid, 0.0)}
 
 
 class State:
@@ -140,12 +140,8 @@ class State:
         annotations: dict[str, str] | None = None,
     ) -> Deployment:
         now = self.clock()
-        if worker.deployments:
-            share = moved_share(worker.active, versions)
-            if share > 0:
-                old = dict(worker.active)
-                gained = tuple(vid for vid, pct in versions if pct > old.get(vid, 0.0))
-                worker.traffic_moves.append((now, share, gained))
+        if worker.deployments and (gains := traffic_gains(worker.active, versions)):
+            worker.traffic_moves.append((now, sum(gains.values()), tuple(gains)))
         deployment = Deployment(new_id(), now, versions, source, dict(annotations or {}))
         worker.deployments.append(deployment)
         for version_id, percentage in versions:

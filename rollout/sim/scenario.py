@@ -70,8 +70,8 @@ class DurableObjects:
 
     When a deployment moves a share ``f`` of the worker's traffic to versions that did not serve it before,
     ``instances * f`` objects restart, spread evenly over ``wave_s`` simulated seconds; each logs
-    ``reset_logs`` on the next request that a version which gained the traffic serves.  The first deployment of a worker
-    (and the pre-seeded one) causes no wave.
+    ``reset_logs`` on the next request served by a version that gained the traffic.  The first deployment
+    of a worker (and the pre-seeded one) causes no wave.
     """
 
     instances: int

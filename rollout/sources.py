@@ -31,10 +31,13 @@ class SourceStatus:
     blind_total_s: float = 0.0
     last_exit: str = ""
     last_data_at: float | None = None
+    #: the stream was lost while its process lives on (counted once, when the process then ends)
+    lost: bool = False
 
     def stream_up(self, now: float) -> None:
         """The stream is live: blind time stops counting."""
         self.connected = True
+        self.lost = False
         if self.blind_since is not None:
             self.blind_total_s += max(0.0, now - self.blind_since)
             self.blind_since = None
@@ -44,11 +47,26 @@ class SourceStatus:
         self.connected = False
         if self.blind_since is None:
             self.blind_since = now
-        self.reconnects += 1
+        if not self.lost:
+            self.reconnects += 1
+        self.lost = False
+
+    def stream_lost(self, now: float) -> None:
+        """The process is alive but its stream is gone (wrangler 4.164 reconnecting on its own): blind."""
+        if self.connected:
+            self.connected = False
+            self.reconnects += 1
+            self.lost = True
+        if self.blind_since is None:
+            self.blind_since = now
 
     def blind_s(self, now: float) -> float:
         current = (now - self.blind_since) if self.blind_since is not None else 0.0
         return self.blind_total_s + max(0.0, current)
+
+
+#: What wrangler 4.164 prints to stderr when the tail socket drops and it starts reconnecting by itself.
+_CONNECTION_LOST = b"Tail connection lost"
 
 
 @dataclass
@@ -58,7 +76,9 @@ class WranglerTailSource:
     Exit 0 does not mean done: wrangler 4.86 exits 0 when the socket drops and never reconnects,
     and every tail expires after about an hour without closing, so each session is also restarted
     after ``max_session_s``.  Restarts back off with jitter.  Time without a running stream is
-    counted as blind time.
+    counted as blind time, and so is the time wrangler 4.164 spends reconnecting on its own (its
+    stderr says ``Tail connection lost. Reconnecting (attempt N of 5)``, for up to about 31 s, while
+    the process stays alive and prints nothing).
 
     Args:
         argv: the full wrangler tail command (from ``Wrangler.tail_argv``).
@@ -94,6 +114,8 @@ class WranglerTailSource:
             async for chunk in proc.stderr:
                 stderr_tail.extend(chunk)
                 del stderr_tail[:-4000]
+                if _CONNECTION_LOST in stderr_tail[-(len(chunk) + len(_CONNECTION_LOST)):]:
+                    self.status.stream_lost(self.clock())
 
         try:
             async with anyio.create_task_group() as tg:
@@ -101,9 +123,9 @@ class WranglerTailSource:
                 assert proc.stdout is not None
                 with anyio.move_on_after(self.max_session_s):
                     async for chunk in proc.stdout:
-                        if not got_data:
-                            got_data = True
+                        if not self.status.connected:
                             self.status.stream_up(self.clock())
+                        got_data = True
                         self.status.last_data_at = self.clock()
                         on_chunk(chunk)
                 tg.cancel_scope.cancel()

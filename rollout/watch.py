@@ -115,6 +115,8 @@ class WorkerSummary:
     reconnects: int
     blind_s: float
     parse_errors: int
+    #: event time (seconds) during which Cloudflare sampled the tail: its counts are lower bounds
+    sampled_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,8 @@ class WatchResult:
             rate = f"{w.errors / w.requests * 100:.2f}%" if w.requests else "–"
             out.append(f"  {w.worker}: {w.requests} requests, {w.errors} errors ({rate}), churn {w.churn}, "
                        f"breaches {w.breaches}, reconnects {w.reconnects}, blind {w.blind_s:.0f}s, "
-                       f"parse errors {w.parse_errors}")
+                       f"parse errors {w.parse_errors}"
+                       + (f", tail sampled for {w.sampled_s:.0f}s (counts are lower bounds)" if w.sampled_s else ""))
         a = self.alerts
         out.append(f"  alerts: {a.sent} sent, {a.failed} failed, {a.dropped} dropped; {len(self.hours)} hourly "
                    "summaries")
@@ -485,7 +488,8 @@ class Watcher:
         status = self.monitors[worker].source.status
         return WorkerSummary(worker, totals.requests, totals.errors, totals.patterns_total().get("do_churn", 0),
                              sum(1 for b in self.board.breaches if b.worker == worker), status.reconnects,
-                             status.blind_s(now), self.monitors[worker].decoder.parse_errors)
+                             status.blind_s(now), self.monitors[worker].decoder.parse_errors,
+                             self.monitors[worker].signals.sampled_ms / 1000)
 
     def _with_alert_stats(self, result: WatchResult) -> WatchResult:
         stats = self.alerts.stats

@@ -140,21 +140,18 @@ class _Replayer:
             threshold=breach.threshold, samples=breach.samples, p_value=breach.p_value))
 
     def _judge_for(self, worker: str) -> EventTimeJudge:
-        context = self.context
-        if context is not None and context.worker == worker:
-            judge = EventTimeJudge(self.board, worker, WorkerSignals(worker, patterns=self.patterns),
-                                   context.judge_interval_ms)
+        context = self.context if self.context is not None and self.context.worker == worker else None
+        interval = context.judge_interval_ms if context is not None else self.interval_ms
+        judge = self.judges[worker] = EventTimeJudge(
+            self.board, worker, WorkerSignals(worker, patterns=self.patterns), interval)
+        if context is not None:
             if context.armed_ms is not None:
                 self.board.arm(worker, context.armed_ms)
             self.board.baselines[worker] = context.baseline
             for at, share in context.shifts:
                 self.board.note_shift(worker, at, share)
-        else:
-            judge = EventTimeJudge(self.board, worker, WorkerSignals(worker, patterns=self.patterns),
-                                   self.interval_ms)
-            if self.first_ms:
-                self.board.arm(worker, self.first_ms + self.baseline_ms)
-        self.judges[worker] = judge
+        elif self.first_ms:
+            self.board.arm(worker, self.first_ms + self.baseline_ms)
         return judge
 
     def _start(self, first_ms: int) -> None:

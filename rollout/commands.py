@@ -243,13 +243,17 @@ async def cmd_unlock(args: argparse.Namespace, console: Console) -> int:
 
     import httpx
 
-    from .lock import AccountLock, LocalLock, lock_scope
+    from .lock import AccountLock, LocalLock, lock_scope, simulator_locks
 
-    if args.sim or args.api_base:
-        env = dict(Target.from_api_base(args.api_base or "http://simulator/client/v4").env)
+    if args.api_base:
+        env = dict(Target.from_api_base(args.api_base).env)
     else:
         env = {k: os.environ.get(k, "") for k in ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_API_TOKEN")}
-    locks = [LocalLock(lock_scope(env), worker) for worker in args.workers]
+    if args.sim:  # every simulator's lock of these workers (each simulator is its own account)
+        locks = [lock for worker in args.workers for lock in simulator_locks(worker)]
+        locks = locks or [LocalLock(lock_scope({"CLOUDFLARE_API_BASE_URL": "none"}), w) for w in args.workers]
+    else:
+        locks = [LocalLock(lock_scope(env), worker) for worker in args.workers]
     for lock in locks:
         holder = lock.read_holder()
         console.print(f"{lock.worker}: " + (f"held by {holder.describe()}" if holder else "no owner recorded")

@@ -1,9 +1,10 @@
 """The rollout lock: one rollout per worker at a time.
 
 * **On this machine** (always): an ``flock`` on ``$ROLLOUT_LOCK_DIR`` (default
-  ``~/.cache/rollout/locks``)/``<account>-<worker>.lock``.  The file holds the owner (pid, host, plan,
-  commit, since).  The kernel drops the flock when the process dies, so a lock left by a killed
-  runner is stale and simply taken over.
+  ``~/.cache/rollout/locks``)/``<account>-<worker>.lock``.  The account is the real Cloudflare account, or
+  for a simulator (``CLOUDFLARE_API_BASE_URL`` set) that API base URL plus the account id in it.  The file
+  holds the owner (pid, host, plan, commit, since).  The kernel drops the flock when the process dies, so
+  a lock left by a killed runner is stale and simply taken over.
 * **Across CI machines** (``Plan(lock="account")``): a KV record ``rollout-lock:<worker>`` in a
   namespace titled ``rollout-locks`` (created on first use; or ``ROLLOUT_LOCK_KV_NAMESPACE``), holding
   owner, commit and expiry.  KV has no compare-and-set, so taking it is *write, wait, read back*:
@@ -71,10 +72,21 @@ class Holder:
             return None
 
 
+def _safe(worker: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in worker)
+
+
 def _key(scope: str, worker: str) -> str:
     digest = hashlib.sha256(scope.encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in worker)
-    return f"{digest}-{safe}"
+    prefix = "sim-" if scope.startswith("api ") else ""
+    return f"{prefix}{digest}-{_safe(worker)}"
+
+
+def simulator_locks(worker: str, directory: Path | None = None) -> list[LocalLock]:
+    """The lock files of ``worker`` in every simulator this machine rehearsed against (for ``unlock --sim``)."""
+    folder = directory or lock_dir()
+    paths = sorted(folder.glob(f"sim-*-{_safe(worker)}.lock")) if folder.is_dir() else []
+    return [LocalLock.at(path, worker) for path in paths]
 
 
 class LocalLock:
@@ -84,6 +96,13 @@ class LocalLock:
         self.worker = worker
         self.path = (directory or lock_dir()) / f"{_key(scope, worker)}.lock"
         self._fd: int | None = None
+
+    @classmethod
+    def at(cls, path: Path, worker: str) -> LocalLock:
+        """The lock in the file ``path`` (found by listing the lock folder)."""
+        lock = cls("", worker, path.parent)
+        lock.path = path
+        return lock
 
     def read_holder(self) -> Holder | None:
         try:
@@ -199,9 +218,11 @@ class AccountLock:
 
 
 def lock_scope(env: dict[str, str] | Any) -> str:
-    """The account a lock belongs to: Cloudflare or "a simulator" (any port: rehearsals on one machine
-    share one lock), plus the account id."""
-    kind = "simulator" if env.get("CLOUDFLARE_API_BASE_URL") else "cloudflare"
+    """The account a lock belongs to: the real Cloudflare account, or one simulator (its API base URL) and
+    the account in it.  Two rehearsals against two simulators on one machine do not lock each other out;
+    two rollouts against the same simulator, or the same real account, do."""
+    base = (env.get("CLOUDFLARE_API_BASE_URL") or "").rstrip("/")
+    kind = f"api {base}" if base else "cloudflare"
     return f"{kind}|{env.get('CLOUDFLARE_ACCOUNT_ID', '')}"
 
 

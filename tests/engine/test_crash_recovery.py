@@ -8,7 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,19 +20,6 @@ from .conftest import write_plan
 pytestmark = pytest.mark.wrangler
 
 ROLLOUT = [sys.executable, "-m", "rollout.cli"]
-
-
-def start_sim(workdir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    proc = subprocess.Popen([*ROLLOUT, "sim", "--scenario", "healthy"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, cwd=workdir)
-    assert proc.stdout is not None
-    env: dict[str, str] = {}
-    while len(env) < 4:
-        line = proc.stdout.readline()
-        assert line, "rollout sim exited before printing its variables"
-        key, _, value = line.strip().partition("=")
-        env[key] = value
-    return proc, env
 
 
 def active(env: dict[str, str], worker: str) -> list[tuple[str, float]]:
@@ -55,32 +44,29 @@ def wait_for_change(journal: Path, timeout_s: float = 90) -> None:
     raise AssertionError("the rollout never recorded a deploy")
 
 
-def test_rollback_last_after_sigkill(workdir: Path) -> None:
+def test_rollback_last_after_sigkill(workdir: Path, sim_process: Callable[..., Any]) -> None:
     """The journal written before SIGKILL is enough to roll back what the killed run deployed."""
-    sim, env = start_sim(workdir)
+    sim = sim_process()
+    env = sim.env
+    before = active(env, "cf-ssai")
+    plan = write_plan(workdir, 'Deploy(manifest), Watch("10m")', baseline="1s")
+    runner_env = {**os.environ, **env}
+    run = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", env["CLOUDFLARE_API_BASE_URL"], "--no-tty"],
+                           cwd=workdir, env=runner_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = workdir / ".rollout" / "journal.sqlite"
     try:
-        before = active(env, "cf-ssai")
-        plan = write_plan(workdir, 'Deploy(manifest), Watch("10m")', baseline="1s")
-        runner_env = {**os.environ, **env}
-        run = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", env["CLOUDFLARE_API_BASE_URL"], "--no-tty"],
-                               cwd=workdir, env=runner_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        journal = workdir / ".rollout" / "journal.sqlite"
-        try:
-            wait_for_change(journal)
-            time.sleep(1.0)
-        finally:
-            run.send_signal(signal.SIGKILL)
-            run.wait()
-        assert active(env, "cf-ssai") != before
-        status = subprocess.run([*ROLLOUT, "status", "--no-tty"], cwd=workdir, env=runner_env, capture_output=True,
-                                text=True, check=True)
-        assert "running or killed" in status.stdout
-        result = subprocess.run([*ROLLOUT, "rollback", "--last", "--yes", "--no-tty", "--api-base",
-                                 env["CLOUDFLARE_API_BASE_URL"]], cwd=workdir, env=runner_env, capture_output=True,
-                                text=True, timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "verified" in result.stdout
-        assert active(env, "cf-ssai") == before
+        wait_for_change(journal)
+        time.sleep(1.0)
     finally:
-        sim.terminate()
-        sim.wait(timeout=10)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    assert active(env, "cf-ssai") != before
+    status = subprocess.run([*ROLLOUT, "status", "--no-tty"], cwd=workdir, env=runner_env, capture_output=True,
+                            text=True, check=True)
+    assert "running or killed" in status.stdout
+    result = subprocess.run([*ROLLOUT, "rollback", "--last", "--yes", "--no-tty", "--api-base",
+                             env["CLOUDFLARE_API_BASE_URL"]], cwd=workdir, env=runner_env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verified" in result.stdout
+    assert active(env, "cf-ssai") == before

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,22 +29,29 @@ plan = Plan(name="lock test", workers=[Worker("cf-ssai-vast-parser", config={str
 '''
 
 
-def test_second_run_exits_2_naming_the_holder_then_runs(workdir: Path) -> None:
-    """Two `rollout run` on one plan: the second exits 2 naming pid and since; after the first, it runs."""
+def _wait_for_lock(locks: Path, count: int = 1) -> None:
+    deadline = time.monotonic() + 30
+    while not locks.exists() or sum(1 for p in locks.glob("*.lock") if p.stat().st_size) < count:
+        assert time.monotonic() < deadline, "the first run never took the lock"
+        time.sleep(0.1)
+
+
+def test_second_run_on_one_simulator_exits_2_naming_the_holder_then_runs(
+        workdir: Path, sim_process: Callable[..., Any]) -> None:
+    """Two `rollout run` of one plan against one simulator: the second exits 2 naming pid and since; after the
+    first, it runs."""
     plan = write(workdir / "plan.py", PLAN.replace("{seconds}", "6"))
-    env = {**os.environ, "ROLLOUT_LOCK_DIR": str(workdir / "locks"), "COLUMNS": "400"}
-    argv = rollout_argv("run", str(plan), "--sim", "--yes", "--no-tty")
+    sim = sim_process()
+    env = {**os.environ, **sim.env, "ROLLOUT_LOCK_DIR": str(workdir / "locks"), "COLUMNS": "400"}
+    argv = rollout_argv("run", str(plan), "--api-base", sim.api_base, "--yes", "--no-tty")
     first = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not any(p.stat().st_size for p in (workdir / "locks").glob("*.lock")) if (workdir / "locks").exists() \
-                else True:
-            assert time.monotonic() < deadline, "the first run never took the lock"
-            time.sleep(0.1)
+        _wait_for_lock(workdir / "locks")
         second = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second.stdout + second.stderr
-        assert f"pid {first.pid} on " in second.stdout
-        assert "plan 'lock test'" in second.stdout and " since " in second.stdout
+        refusal = second.stdout + second.stderr
+        assert f"pid {first.pid} on " in refusal
+        assert "plan 'lock test'" in refusal and " since " in refusal
         assert first.wait(timeout=60) == 0
     finally:
         if first.poll() is None:
@@ -50,6 +59,25 @@ def test_second_run_exits_2_naming_the_holder_then_runs(workdir: Path) -> None:
             first.wait()
     third = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
     assert third.returncode == 0, third.stdout + third.stderr
+
+
+def test_two_rehearsals_against_their_own_simulators_both_run(workdir: Path) -> None:
+    """`rollout run --sim` twice at once on one machine: each simulator is its own account, so neither is
+    refused (a machine-wide lock made one person's rehearsal refuse another's)."""
+    plan = write(workdir / "plan.py", PLAN.replace("{seconds}", "6"))
+    env = {**os.environ, "ROLLOUT_LOCK_DIR": str(workdir / "locks"), "COLUMNS": "400"}
+    argv = rollout_argv("run", str(plan), "--sim", "--yes", "--no-tty")
+    runs = [subprocess.Popen(argv, cwd=workdir / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for name in ("a", "b") if (workdir / name).mkdir() is None]
+    try:
+        outputs = [run.communicate(timeout=90)[0] for run in runs]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert len(list((workdir / "locks").glob("sim-*.lock"))) == 2
 
 
 def test_local_lock_is_exclusive_and_a_stale_one_is_taken_over(workdir: Path) -> None:

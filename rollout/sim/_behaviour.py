@@ -19,6 +19,8 @@ from rollout.sim.scenario import Behaviour, LogLine, Route, WorkerSpec
 _PLACEHOLDER = re.compile(r"\{(worker|version|number|colo|channel|id|n|path|method|seq)\}")
 _COLOS = ("SJC", "LAX", "IAD", "AMS", "FRA", "LHR", "NRT")
 _CHANNELS = ("sports1", "news", "movies", "sports2")
+#: most lines of one ``per_hour`` log line a request writes; what a long quiet spell owes beyond it is dropped
+MAX_LINES_PER_REQUEST = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,7 @@ class Behaviours:
             owed = self._meter.owed.get(key, self.rng.random()) + line.per_hour / 3600.0 * elapsed
             count = int(owed)
             self._meter.owed[key] = owed - count
-            return count
+            return min(count, MAX_LINES_PER_REQUEST)
         if line.probability is not None:
             return 1 if self.rng.random() < line.probability else 0
         return 1

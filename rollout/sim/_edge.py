@@ -7,29 +7,41 @@ worker), gets its outcome from the scenario, and becomes a trace item on every o
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
 
+from rollout.errors import SimulatorError
 from rollout.sim._behaviour import Behaviours, Outcome
 from rollout.sim._clock import SimClock
 from rollout.sim._http import Request, Response
 from rollout.sim._state import State, Version, Worker
 from rollout.sim._tail import TailHub
 from rollout.sim._trace import trace_item
-from rollout.sim.scenario import Scenario
+from rollout.sim.scenario import MAX_TRAFFIC_RATE, Scenario
 
 logger = logging.getLogger("rollout.sim")
 
 _TICK = 0.1
+#: generated requests served between two checkpoints, so cancellation (SIGTERM) and the API are never starved
+_BATCH = 100
+#: real seconds of owed traffic kept when the generator falls behind; the rest is dropped, not caught up
+_MAX_BACKLOG_S = 1.0
 _GENERATED_HEADERS = {"accept": "*/*", "user-agent": "rollout-sim-traffic/1", "cf-connecting-ip": "203.0.113.7"}
 
 
 class Edge:
     def __init__(self, state: State, scenario: Scenario, clock: SimClock, hub: TailHub,
                  traffic_rate: float | None = None) -> None:
+        if traffic_rate is not None and not _valid_rate(traffic_rate):
+            raise SimulatorError(
+                f"traffic rate (--traffic-rate, Simulator(traffic_rate=...)) must be a finite number from 0 to "
+                f"{MAX_TRAFFIC_RATE:,.0f} requests/s per worker, got {traffic_rate!r}"
+            )
         self.state = state
         self.scenario = scenario
         self.clock = clock
@@ -101,21 +113,40 @@ class Edge:
         return served
 
     async def run_traffic(self) -> None:
-        """Background load for every deployed worker, forever."""
+        """Background load for every deployed worker, forever.
+
+        It serves the workers in turn, ``_BATCH`` requests at a time, and yields to the event loop after
+        each batch, so it stays cancellable (SIGTERM) and the API stays served at any rate and speed.
+        Traffic that cannot be served within ``_MAX_BACKLOG_S`` real seconds is dropped, not caught up.
+        """
         owed: dict[str, float] = {}
         last = anyio.current_time()
+        behind = False
         while True:
             await anyio.sleep(_TICK)
             now = anyio.current_time()
-            elapsed, last = (now - last) * self.clock.speed, now
+            elapsed, last = min(now - last, _MAX_BACKLOG_S) * self.clock.speed, now
+            due: dict[str, int] = {}
             for name, worker in list(self.state.workers.items()):
                 if not worker.active:
                     continue
                 owed[name] = owed.get(name, 0.0) + self.rate(name) * elapsed
-                count = int(owed[name])
-                owed[name] -= count
-                if count:
-                    self.generate(name, count)
+                due[name] = int(owed[name])
+                owed[name] -= due[name]
+            while any(due.values()):
+                for name, count in due.items():
+                    batch = min(count, _BATCH)
+                    if batch:
+                        self.generate(name, batch)
+                        due[name] -= batch
+                        await anyio.lowlevel.checkpoint()
+                if any(due.values()) and anyio.current_time() - now > _MAX_BACKLOG_S:
+                    if not behind:
+                        logger.warning("traffic: the simulator cannot serve the scenario's rate; dropping "
+                                       "%d generated requests (and more, silently, while it stays behind)",
+                                       sum(due.values()))
+                    behind = True
+                    break
 
     def _target(self, request: Request) -> tuple[str, str] | None:
         path = request.path
@@ -143,6 +174,11 @@ class Edge:
         await self.clock.sleep(outcome.wall_ms / 1000.0)
         headers_out = [*outcome.headers.items(), ("x-rollout-sim-version", outcome.version_id)]
         return Response(outcome.status, outcome.body, headers_out, content_type=outcome.content_type)
+
+
+def _valid_rate(rate: object) -> bool:
+    return (isinstance(rate, int | float) and not isinstance(rate, bool) and math.isfinite(rate)
+            and 0 <= rate <= MAX_TRAFFIC_RATE)
 
 
 def _override(worker: Worker, name: str, headers: dict[str, str]) -> Version | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rollout import _check
 from rollout.context import PhaseContext
 from rollout.errors import PhaseFailed
 from rollout.phase import Phase
@@ -28,12 +29,21 @@ class Deploy(Phase):
 
     def __init__(self, *workers: Worker | str, message: str | None = None, name: str = "",
                  defined_at: tuple[str, int] | None = None) -> None:
+        where = defined_at or _check.here()
+        if not workers:
+            _check.fail("Deploy() needs at least one worker: Deploy(worker, ...) with a rollout.Worker or its name",
+                        where)
+        if len(workers) == 1 and isinstance(workers[0], list | tuple):
+            _check.fail(f"Deploy(...) takes the workers one by one, Deploy(a, b), got {_check.describe(workers[0])}",
+                        where)
+        for index, worker in enumerate(workers):
+            _check.expect_worker(worker, f"Deploy(...) worker #{index + 1}", where)
+        _check.expect_str(message, "Deploy(message=...)", optional=True, where=where)
+        _check.expect_str(name, "Deploy(name=...)", where=where)
         object.__setattr__(self, "workers", tuple(workers))
         object.__setattr__(self, "message", message)
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "defined_at", defined_at)
-        if not workers:
-            raise PhaseFailed("deploy", "Deploy() needs at least one worker")
+        object.__setattr__(self, "defined_at", where)
         self.__post_init__()
 
     def default_name(self) -> str:

@@ -10,19 +10,22 @@ fail → the phase fails and the engine rolls the worker back to 100% old; incon
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import anyio
 
+from rollout import _check
 from rollout.bus import Breach, Message, ProbeChecked
 from rollout.canary import CanaryVerdict, analyze_canary
 from rollout.context import PhaseContext
-from rollout.durations import format_duration, parse_duration
-from rollout.errors import PhaseFailed, PlanError
+from rollout.durations import format_duration
+from rollout.errors import PhaseFailed
 from rollout.phase import Phase
 from rollout.plan import Worker
 from rollout.probe import Probe
+
+from ._smoke import probe_list
 
 _VERSION_ID = re.compile(r"Worker Version ID:\s*([0-9a-f-]{36})")
 VERSION_OVERRIDE_HEADER = "Cloudflare-Workers-Version-Overrides"
@@ -62,21 +65,28 @@ class Gradual(Phase):
                  min_effect: float = 0.01, alpha: float = 0.001, pass_alpha: float = 0.05, min_samples: int = 50,
                  name: str = "",
                  defined_at: tuple[str, int] | None = None) -> None:
-        steps = tuple(float(s) for s in steps)
-        if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
-            raise PlanError(f"Gradual steps must rise strictly within (0, 100]: {steps}")
-        if steps[-1] != 100:
-            steps = (*steps, 100.0)
-        try:
-            bake_s = parse_duration(bake)
-            max_bake_s = parse_duration(max_bake) if max_bake is not None else 4 * bake_s
-            final_s = parse_duration(final_bake)
-        except ValueError as exc:
-            raise PlanError(f"Gradual: {exc}") from None
-        values = {"worker": worker.name if isinstance(worker, Worker) else worker, "steps": steps, "bake_s": bake_s,
-                  "max_bake_s": max(max_bake_s, bake_s), "final_bake_s": final_s, "smoke": tuple(smoke),
+        where = defined_at or _check.here()
+        worker_name = _check.expect_worker(worker, "Gradual(worker=...)", where)
+        percentages = _steps(steps, where)
+        bake_s = _check.expect_duration(bake, "Gradual(bake=...)", positive=True, where=where)
+        max_bake_s = (_check.expect_duration(max_bake, "Gradual(max_bake=...)", positive=True, where=where)
+                      if max_bake is not None else 4 * bake_s)
+        final_s = _check.expect_duration(final_bake, "Gradual(final_bake=...)", where=where)
+        probes = probe_list(smoke, "Gradual", "smoke", None, where)
+        _check.expect_number(min_effect, "Gradual(min_effect=...)", low=0, high=1, high_open=True,
+                             expected="an error-rate difference in [0, 1), such as 0.01 for one point", where=where)
+        _check.expect_number(alpha, "Gradual(alpha=...)", low=0, high=1, low_open=True, high_open=True, where=where)
+        _check.expect_number(pass_alpha, "Gradual(pass_alpha=...)", low=0, high=1, low_open=True, high_open=True,
+                             where=where)
+        if pass_alpha < alpha:
+            _check.fail(f"Gradual(pass_alpha=...) must be at least alpha={alpha:g} (it is the looser level, for "
+                        f"passing a step), got {pass_alpha:g}", where)
+        _check.expect_int(min_samples, "Gradual(min_samples=...)", low=0, where=where)
+        _check.expect_str(name, "Gradual(name=...)", where=where)
+        values = {"worker": worker_name, "steps": percentages, "bake_s": bake_s,
+                  "max_bake_s": max(max_bake_s, bake_s), "final_bake_s": final_s, "smoke": probes,
                   "min_effect": min_effect, "alpha": alpha, "pass_alpha": pass_alpha, "min_samples": min_samples,
-                  "name": name, "defined_at": defined_at}
+                  "name": name, "defined_at": where}
         for key, value in values.items():
             object.__setattr__(self, key, value)
         self.__post_init__()
@@ -194,6 +204,24 @@ class Gradual(Phase):
                     f"({verdict.detail if verdict else ''}). Promote anyway?")
         if not await ctx.ask(question):
             raise PhaseFailed(ctx.phase, f"inconclusive at {step:g}%: not promoting without evidence")
+
+
+def _steps(steps: object, where: tuple[str, int] | None) -> tuple[float, ...]:
+    """Traffic percentages rising strictly within (0, 100]; 100 is added when the last step is below it."""
+    wanted = "percentages rising strictly within (0, 100], such as (1, 10, 50, 100)"
+    if isinstance(steps, str | bytes | Mapping) or not isinstance(steps, Iterable):
+        _check.fail(f"Gradual(steps=...) must be {wanted}, got {_check.describe(steps)}", where)
+    given = tuple(steps)
+    if not given:
+        _check.fail(f"Gradual(steps=...) must be {wanted}, got no steps", where)
+    percentages = tuple(_check.expect_number(step, f"Gradual(steps=...) step #{index + 1}", low=0, high=100,
+                                             low_open=True, expected="a percentage in (0, 100]", where=where)
+                        for index, step in enumerate(given))
+    if list(percentages) != sorted(set(percentages)):
+        _check.fail(f"Gradual(steps=...) must be {wanted}, got {_check.describe(steps)}", where)
+    if percentages[-1] != 100:
+        percentages = (*percentages, 100.0)
+    return percentages
 
 
 def _with_headers(probe: Probe, headers: dict[str, str]) -> Probe:

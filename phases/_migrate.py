@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rollout import _check
 from rollout.bus import Diagnosis
 from rollout.context import PhaseContext
 from rollout.diagnosis import explain_code
@@ -27,10 +28,16 @@ class Migrate(Phase):
 
     def __init__(self, worker: Worker | str, *bindings: str, name: str = "",
                  defined_at: tuple[str, int] | None = None) -> None:
+        where = defined_at or _check.here()
+        _check.expect_worker(worker, "Migrate(worker=...)", where)
+        for index, binding in enumerate(bindings):
+            _check.expect_str(binding, f"Migrate(...) binding #{index + 1}", nonempty=True,
+                              expected="a D1 binding name (a non-empty str) such as 'DB'", where=where)
+        _check.expect_str(name, "Migrate(name=...)", where=where)
         object.__setattr__(self, "worker", worker)
         object.__setattr__(self, "bindings", tuple(bindings))
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "defined_at", defined_at)
+        object.__setattr__(self, "defined_at", where)
         self.__post_init__()
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rollout import _check
 from rollout.bus import Diagnosis
 from rollout.context import PhaseContext
 from rollout.diagnosis import explain_code
@@ -42,12 +43,18 @@ class Preflight(Phase):
     def __init__(self, *workers: Worker | str, require_clean: bool = False, require_tag: bool = False,
                  artifacts: Mapping[str, str] | None = None, name: str = "",
                  defined_at: tuple[str, int] | None = None) -> None:
-        object.__setattr__(self, "workers", tuple(w.name if isinstance(w, Worker) else w for w in workers))
+        where = defined_at or _check.here()
+        names = tuple(_check.expect_worker(w, f"Preflight(...) worker #{i + 1}", where) for i, w in enumerate(workers))
+        _check.expect_bool(require_clean, "Preflight(require_clean=...)", where)
+        _check.expect_bool(require_tag, "Preflight(require_tag=...)", where)
+        manifests = _check.expect_str_mapping(artifacts, "Preflight(artifacts=...)", where=where)
+        _check.expect_str(name, "Preflight(name=...)", where=where)
+        object.__setattr__(self, "workers", names)
         object.__setattr__(self, "require_clean", require_clean)
         object.__setattr__(self, "require_tag", require_tag)
-        object.__setattr__(self, "artifacts", dict(artifacts or {}))
+        object.__setattr__(self, "artifacts", manifests)
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "defined_at", defined_at)
+        object.__setattr__(self, "defined_at", where)
         self.__post_init__()
 
     def default_name(self) -> str:

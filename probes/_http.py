@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import httpx
 
+from rollout import _check
 from rollout.context import PhaseContext
+from rollout.phase import caller_location
 from rollout.probe import Probe, ProbeResult
 
 _MISSING = object()
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,11 +29,42 @@ class HttpProbe(Probe):
     json_body: Any = None
     body: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    expect_status: int | None = 200
+    #: the status (or one of the statuses) the response must have; None: any
+    expect_status: int | tuple[int, ...] | None = 200
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.defined_at is None:
+            object.__setattr__(self, "defined_at", caller_location(3))
+        kind, where = type(self).__name__, self.defined_at
+        _check.expect_str(self.path, f"{kind}(path=...)", nonempty=True,
+                          expected="a path on the worker such as '/health'", where=where)
+        if "://" in self.path:
+            _check.fail(f"{kind}(path=...) must be a path on the worker such as '/health', got the URL "
+                        f"{self.path!r}; probe URLs are written against the worker name, the target resolves them",
+                        where)
+        method = _check.expect_str(self.method, f"{kind}(method=...)", nonempty=True, where=where).upper()
+        _check.expect_choice(method, _METHODS, f"{kind}(method=...)", where)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "headers", _check.expect_str_mapping(self.headers, f"{kind}(headers=...)",
+                                                                      where=where))
+        _check.expect_str(self.body, f"{kind}(body=...)", optional=True, where=where)
+        if self.body is not None and self.json_body is not None:
+            _check.fail(f"{kind}(...) takes json=... or body=..., not both", where)
+        _check.expect_json(self.json_body, f"{kind}(json=...)", where)
+        _check.expect_number(self.timeout_s, f"{kind}(timeout_s=...)", low=0, low_open=True,
+                             expected="a number of seconds > 0", where=where)
+        _check.expect_str(self.name, f"{kind}(name=...)", where=where)
+        super().__post_init__()
 
     def default_name(self) -> str:
         return f"{type(self).__name__} {self.method} {self.path}"
+
+    def expected_statuses(self) -> tuple[int, ...]:
+        """The statuses that pass (empty: any)."""
+        if self.expect_status is None:
+            return ()
+        return self.expect_status if isinstance(self.expect_status, tuple) else (self.expect_status,)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         return True, ""
@@ -47,20 +82,23 @@ class HttpProbe(Probe):
             return ProbeResult(False, f"{type(exc).__name__}: {exc}", anyio.current_time() - started, url)
         seconds = anyio.current_time() - started
         saw = f"HTTP {response.status_code}"
-        if self.expect_status is not None and response.status_code != self.expect_status:
+        allowed = self.expected_statuses()
+        if allowed and response.status_code not in allowed:
             excerpt = response.text[:120].replace("\n", " ")
-            return ProbeResult(False, f"{saw}, expected {self.expect_status}; body: {excerpt!r}", seconds, url)
+            wanted = str(allowed[0]) if len(allowed) == 1 else "one of " + ", ".join(str(c) for c in allowed)
+            return ProbeResult(False, f"{saw}, expected {wanted}; body: {excerpt!r}", seconds, url)
         ok, detail = self.judge(response, seconds)
         return ProbeResult(ok, f"{saw}; {detail}" if detail else saw, seconds, url)
 
 
 @dataclass(frozen=True, kw_only=True, init=False)
 class Status(HttpProbe):
-    """The response status is ``status`` (default 200)."""
+    """The response status is ``status`` (default 200), or one of them: ``Status("/", (200, 204))``."""
 
-    def __init__(self, path: str, status: int = 200, *, method: str = "GET", headers: dict[str, str] | None = None,
-                 name: str = "") -> None:
-        _init(self, name=name, path=path, method=method, expect_status=status, headers=headers or {})
+    def __init__(self, path: str, status: int | Collection[int] = 200, *, method: str = "GET",
+                 headers: dict[str, str] | None = None, name: str = "") -> None:
+        _init(self, name=name, path=path, method=method, headers=headers,
+              expect_status=_check.expect_http_status(status, "Status(status=...)"))
 
 
 @dataclass(frozen=True, kw_only=True, init=False)
@@ -69,8 +107,9 @@ class BodyContains(HttpProbe):
 
     text: str = ""
 
-    def __init__(self, path: str, text: str, *, status: int | None = 200, name: str = "") -> None:
-        _init(self, name=name, path=path, expect_status=status, text=text)
+    def __init__(self, path: str, text: str, *, status: int | Collection[int] | None = 200, name: str = "") -> None:
+        _check.expect_str(text, "BodyContains(text=...)", nonempty=True)
+        _init(self, name=name, path=path, expect_status=_status("BodyContains", status), text=text)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         found = self.text in response.text
@@ -83,9 +122,18 @@ class BodyMatches(HttpProbe):
 
     pattern: str = ""
 
-    def __init__(self, path: str, pattern: str, *, status: int | None = 200, name: str = "") -> None:
-        re.compile(pattern)
-        _init(self, name=name, path=path, expect_status=status, pattern=pattern)
+    def __init__(self, path: str, pattern: str, *, status: int | Collection[int] | None = 200, name: str = "") -> None:
+        _check.expect_str(pattern, "BodyMatches(pattern=...)", nonempty=True,
+                          expected="a regular expression (a non-empty str)")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problem = str(exc)
+        else:
+            problem = ""
+        if problem:
+            _check.fail(f"BodyMatches(pattern=...) must be a regular expression, got {pattern!r}: {problem}")
+        _init(self, name=name, path=path, expect_status=_status("BodyMatches", status), pattern=pattern)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         match = re.search(self.pattern, response.text)
@@ -102,8 +150,12 @@ class Header(HttpProbe):
     contains: str | None = None
 
     def __init__(self, path: str, header: str, *, equals: str | None = None, contains: str | None = None,
-                 status: int | None = 200, name: str = "") -> None:
-        _init(self, name=name, path=path, expect_status=status, header=header, equals=equals, contains=contains)
+                 status: int | Collection[int] | None = 200, name: str = "") -> None:
+        _check.expect_str(header, "Header(header=...)", nonempty=True, expected="a header name such as 'cache-control'")
+        _check.expect_str(equals, "Header(equals=...)", optional=True)
+        _check.expect_str(contains, "Header(contains=...)", optional=True)
+        _init(self, name=name, path=path, expect_status=_status("Header", status), header=header, equals=equals,
+              contains=contains)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         value = response.headers.get(self.header)
@@ -121,9 +173,11 @@ class JsonField(HttpProbe):
     equals: Any = _MISSING
 
     def __init__(self, path: str, field_path: str, equals: Any = _MISSING, *, method: str = "GET",
-                 json: Any = None, status: int | None = 200, name: str = "") -> None:
-        _init(self, name=name, path=path, method=method, json_body=json, expect_status=status, field_path=field_path,
-              equals=equals)
+                 json: Any = None, status: int | Collection[int] | None = 200, name: str = "") -> None:
+        _check.expect_str(field_path, "JsonField(field_path=...)", nonempty=True,
+                          expected="a dotted field path such as 'items.0.id'")
+        _init(self, name=name, path=path, method=method, json_body=json, expect_status=_status("JsonField", status),
+              field_path=field_path, equals=equals)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         try:
@@ -148,8 +202,10 @@ class Latency(HttpProbe):
 
     max_ms: float = 1000.0
 
-    def __init__(self, path: str, max_ms: float, *, status: int | None = 200, name: str = "") -> None:
-        _init(self, name=name, path=path, expect_status=status, max_ms=max_ms)
+    def __init__(self, path: str, max_ms: float, *, status: int | Collection[int] | None = 200, name: str = "") -> None:
+        _check.expect_number(max_ms, "Latency(max_ms=...)", low=0, low_open=True,
+                             expected="a number of milliseconds > 0")
+        _init(self, name=name, path=path, expect_status=_status("Latency", status), max_ms=max_ms)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         ms = seconds * 1000
@@ -162,16 +218,22 @@ class Post(HttpProbe):
 
     expect_text: str | None = None
 
-    def __init__(self, path: str, json: Any = None, *, body: str | None = None, expect: int = 200,
+    def __init__(self, path: str, json: Any = None, *, body: str | None = None, expect: int | Collection[int] = 200,
                  expect_text: str | None = None, headers: dict[str, str] | None = None, name: str = "") -> None:
-        _init(self, name=name, path=path, method="POST", json_body=json, body=body, expect_status=expect,
-              expect_text=expect_text, headers=headers or {})
+        _check.expect_str(expect_text, "Post(expect_text=...)", optional=True)
+        _init(self, name=name, path=path, method="POST", json_body=json, body=body,
+              expect_status=_check.expect_http_status(expect, "Post(expect=...)"), expect_text=expect_text,
+              headers=headers)
 
     def judge(self, response: httpx.Response, seconds: float) -> tuple[bool, str]:
         if self.expect_text is None:
             return True, f"{len(response.content)} bytes"
         found = self.expect_text in response.text
         return found, f"reply {'contains' if found else 'lacks'} {self.expect_text!r}"
+
+
+def _status(kind: str, status: object) -> int | tuple[int, ...] | None:
+    return _check.expect_http_status(status, f"{kind}(status=...)", optional=True)
 
 
 def _init(probe: HttpProbe, **values: Any) -> None:

@@ -20,9 +20,11 @@ armed, e.g. the deploy) keeps events from before the change out of the judgement
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
+from rollout import _check
+from rollout.phase import caller_location
 from rollout.signals import WindowStats, WorkerSignals
 from rollout.stats import binom_sf, poisson_sf
 
@@ -114,13 +116,32 @@ def _p(p: float) -> str:
     return f"{p:.2g}"
 
 
-def _check_common(name: str, window_s: float, min_samples: int, alpha: float) -> None:
-    if window_s <= 0:
-        raise ValueError(f"{name}: window_s must be > 0")
-    if min_samples < 0:
-        raise ValueError(f"{name}: min_samples must be >= 0")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"{name}: alpha must be in (0, 1)")
+_ACTIONS: Final = ("rollback", "alert", "warn")
+_Located = tuple[str, int] | None
+
+
+def _check_common(guard: ErrorRate | LogRate | NewExceptions) -> None:
+    """Check the arguments every guard has (a :class:`rollout._check.BadPlanValue`, which is a ValueError
+    too, naming the plan line); ``workers`` given as a list becomes a tuple."""
+    if guard.defined_at is None:
+        object.__setattr__(guard, "defined_at", caller_location(3))
+    where, kind = guard.defined_at, type(guard).__name__
+    _check.expect_str(guard.name, f"{kind}(name=...)", nonempty=True, where=where)
+    _check.expect_choice(guard.action, _ACTIONS, f"{kind}(action=...)", where)
+    _check.expect_number(guard.window_s, f"{kind}(window_s=...)", low=0, low_open=True,
+                         expected="a number of seconds > 0", where=where)
+    _check.expect_int(guard.min_samples, f"{kind}(min_samples=...)", low=0, where=where)
+    if not isinstance(guard, NewExceptions):
+        _check.expect_number(guard.alpha, f"{kind}(alpha=...)", low=0, high=1, low_open=True, high_open=True,
+                             where=where)
+    _check.expect_str(guard.version, f"{kind}(version=...)", nonempty=True, optional=True,
+                      expected="a version id (a non-empty str) or None", where=where)
+    if isinstance(guard.workers, str):
+        _check.fail(f"{kind}(workers=...) must be a list of worker names such as ['cf-ssai'], got the str "
+                    f"{guard.workers!r}", where)
+    workers = _check.expect_strings(guard.workers, f"{kind}(workers=...)", expected="a list of worker names",
+                                    where=where)
+    object.__setattr__(guard, "workers", workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +167,13 @@ class ErrorRate:
     version: str | None = None
     name: str = "error_rate"
     workers: tuple[str, ...] = ()
+    defined_at: _Located = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _check_common(self.name, self.window_s, self.min_samples, self.alpha)
-        if not 0.0 <= self.above_baseline_by < 1.0:
-            raise ValueError(f"{self.name}: above_baseline_by must be in [0, 1)")
+        _check_common(self)
+        _check.expect_number(self.above_baseline_by, "ErrorRate(above_baseline_by=...)", low=0, high=1,
+                             high_open=True, expected="a rate in [0, 1), such as 0.05 for five points",
+                             where=self.defined_at)
 
     def evaluate(
         self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,
@@ -236,17 +259,24 @@ class LogRate:
     wave: float = 0.0
     wave_s: float = 120.0
     min_exposure_s: float = 10.0
+    defined_at: _Located = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.defined_at is None:
+            object.__setattr__(self, "defined_at", caller_location(3))
+        where = self.defined_at
+        _check.expect_str(self.pattern, "LogRate(pattern=...)", nonempty=True,
+                          expected="a pattern name (a non-empty str) such as 'do_churn'", where=where)
         if not self.name:
             object.__setattr__(self, "name", f"{self.pattern}_per_hour")
-        if self.wave < 0 or self.wave_s <= 0:
-            raise ValueError(f"{self.name}: wave must be >= 0 and wave_s > 0")
-        if self.min_exposure_s < 0:
-            raise ValueError(f"{self.name}: min_exposure_s must be >= 0")
-        _check_common(self.name, self.window_s, self.min_samples, self.alpha)
-        if self.max_per_hour <= 0:
-            raise ValueError(f"{self.name}: max_per_hour must be > 0")
+        _check.expect_number(self.max_per_hour, "LogRate(max_per_hour=...)", low=0, low_open=True,
+                             expected="a number of lines per hour > 0", where=where)
+        _check.expect_number(self.wave, "LogRate(wave=...)", low=0, expected="a number of lines >= 0", where=where)
+        _check.expect_number(self.wave_s, "LogRate(wave_s=...)", low=0, low_open=True,
+                             expected="a number of seconds > 0", where=where)
+        _check.expect_number(self.min_exposure_s, "LogRate(min_exposure_s=...)", low=0,
+                             expected="a number of seconds >= 0", where=where)
+        _check_common(self)
 
     def wave_allowance(self, start_ms: int, end_ms: int, shifts: Sequence[tuple[int, float]]) -> float:
         """Expected extra lines in ``[start_ms, end_ms)`` from traffic moves ``(at_ms, fraction)``."""
@@ -321,6 +351,10 @@ class NewExceptions:
     version: str | None = None
     name: str = "new_exceptions"
     workers: tuple[str, ...] = ()
+    defined_at: _Located = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
 
     def evaluate(
         self, signals: WorkerSignals, baseline: WindowStats | None, now_ms: int, *, since_ms: int | None = None,

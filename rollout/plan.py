@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
+import re
 import runpy
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from . import _check
 from .durations import parse_duration
 from .errors import PlanError
 from .guards import Guard, default_guards
@@ -39,15 +43,17 @@ class Worker:
     defined_at: tuple[str, int] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise PlanError(f"a Worker needs a name (got {self.name!r})")
-        if self.deploy_command is not None and isinstance(self.deploy_command, str):
-            raise PlanError(f"worker {self.name}: deploy_command must be an argument list, not a string "
-                            f"(got {self.deploy_command!r}); commands never run through a shell")
-        if self.deploy_command is not None:
-            object.__setattr__(self, "deploy_command", tuple(self.deploy_command))
         if self.defined_at is None:
             object.__setattr__(self, "defined_at", caller_location(3))
+        where = self.defined_at
+        _check.expect_str(self.name, "Worker(name=...)", nonempty=True,
+                          expected="the worker's script name (a non-empty str) such as 'cf-ssai'", where=where)
+        _check.expect_path(self.config, f"Worker({self.name!r}, config=...)", optional=True, where=where)
+        _check.expect_path(self.cwd, f"Worker({self.name!r}, cwd=...)", optional=True, where=where)
+        _check.expect_bool(self.watch, f"Worker({self.name!r}, watch=...)", where=where)
+        if self.deploy_command is not None:
+            command = _check.expect_argv(self.deploy_command, f"Worker({self.name!r}, deploy_command=...)", where)
+            object.__setattr__(self, "deploy_command", command)
 
 
 @dataclass(frozen=True)
@@ -74,24 +80,53 @@ class Plan:
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "workers", tuple(self.workers))
-        object.__setattr__(self, "guards", tuple(self.guards))
+        where = caller_location(3)
+        _check.expect_str(self.name, "Plan(name=...)", nonempty=True, where=where)
+        workers = self._items("workers", where)
+        for index, worker in enumerate(workers):
+            if not isinstance(worker, Worker):
+                hint = f" (write Worker({worker!r}, config=...))" if isinstance(worker, str) else ""
+                _check.fail(f"Plan(workers=[...]) item #{index + 1} must be a rollout.Worker{hint}, "
+                            f"got {_check.describe(worker)}", self._at(where, "workers", index))
+        object.__setattr__(self, "workers", workers)
+        guards = self._items("guards", where)
+        for index, guard in enumerate(guards):
+            if not isinstance(guard, Guard) or isinstance(guard, type):
+                _check.fail(f"Plan(guards=[...]) item #{index + 1} must be a guard such as ErrorRate(...), "
+                            f"LogRate(...) or NewExceptions(...) from rollout.guards, got {_check.describe(guard)}",
+                            self._at(where, "guards", index))
+        object.__setattr__(self, "guards", guards)
         phases: list[Phase] = []
-        for index, phase in enumerate(self.phases):
+        for index, phase in enumerate(self._items("phases", where)):
+            at = self._at(where, "phases", index)
             if isinstance(phase, Phase):
                 phases.append(phase)
-            elif callable(phase):
-                phases.append(FunctionPhase(function=phase, defined_at=caller_location(3)))
+            elif callable(phase) and not isinstance(phase, type):
+                _check.expect_async_function(phase, f"Plan(phases=[...]) item #{index + 1}", "async def {name}(ctx)",
+                                             at)
+                phases.append(FunctionPhase(function=phase, defined_at=at))
             else:
-                raise PlanError(f"phase #{index + 1} of plan {self.name!r} is {phase!r}, "
-                                "not a Phase or an async function")
+                _check.fail(f"Plan(phases=[...]) item #{index + 1} must be a phase such as Deploy(...) or Watch(...) "
+                            f"from phases, or an async function (async def NAME(ctx)), got {_check.describe(phase)}",
+                            at)
         object.__setattr__(self, "phases", tuple(phases))
-        for label, value in (("baseline", self.baseline), ("recovery", self.recovery)):
-            try:
-                parse_duration(value)
-            except ValueError as exc:
-                raise PlanError(f"plan {self.name!r}: {label}: {exc}") from None
+        _check.expect_duration(self.baseline, "Plan(baseline=...)", where=self._at(where, "baseline"))
+        _check.expect_duration(self.recovery, "Plan(recovery=...)", where=self._at(where, "recovery"))
+        _check.expect_choice(self.lock, ("local", "account"), "Plan(lock=...)", self._at(where, "lock"))
         self.validate()
+
+    def _items(self, label: str, where: _check.Where) -> tuple[Any, ...]:
+        """``workers``/``guards``/``phases`` as a tuple; a single value or a str where a list belongs is refused."""
+        value = getattr(self, label)
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+            _check.fail(f"Plan({label}=...) must be a list of {label}, got {_check.describe(value)}",
+                        self._at(where, label))
+        return tuple(value)
+
+    @staticmethod
+    def _at(where: _check.Where, keyword: str, index: int | None = None) -> _check.Where:
+        """The line of ``keyword=`` (or of its item ``index``) in the ``Plan(...)`` call at ``where``."""
+        return _check.element_location(where, "Plan", keyword, None, index)
 
     @property
     def steps(self) -> tuple[Phase, ...]:
@@ -117,7 +152,7 @@ class Plan:
         names = [w.name for w in self.workers]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
-            raise PlanError(f"plan {self.name!r} defines worker(s) twice: {', '.join(sorted(duplicates))}")
+            _check.fail(f"plan {self.name!r} defines worker(s) twice: {', '.join(sorted(duplicates))}")
         known = set(names)
         for phase in self.steps:
             for name in phase.worker_names():
@@ -126,6 +161,12 @@ class Plan:
                         f"{phase.location}: phase {phase.name!r} names worker {name!r}, which the plan does "
                         f"not define; defined workers: {', '.join(names) or 'none'}"
                     )
+        for guard in self.guards:
+            scope = getattr(guard, "workers", ())
+            unknown = [n for n in scope if n not in known] if isinstance(scope, tuple) else []
+            if unknown:
+                _check.fail(f"guard {guard.name!r} names worker {unknown[0]!r}, which the plan does not define; "
+                            f"defined workers: {', '.join(names) or 'none'}", getattr(guard, "defined_at", None))
 
     def resolve_path(self, value: str | Path | None) -> Path | None:
         if value is None:
@@ -153,25 +194,79 @@ def load_plan(path: str | Path) -> Plan:
     except PlanError as exc:
         raise PlanError(_locate(exc, source)) from None
     except Exception as exc:  # the user's code: report where it failed in their file
-        raise PlanError(f"{_locate(exc, source)}") from None
+        raise PlanError(_locate(exc, source, _explain(exc))) from None
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:  # sys.exit() in the plan or in code it calls: never exit rollout from a plan
+        call = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
+        raise PlanError(_locate(exc, source, f"the plan called {call}; a plan file must only build a Plan"
+                                             )) from None
+    except BaseException as exc:  # GeneratorExit, a plan's own BaseException subclass, ...
+        raise PlanError(_locate(exc, source, f"{type(exc).__name__}: {exc} (raised while loading the plan; "
+                                             "a plan file must only build a Plan)")) from None
     plan = namespace.get("plan", namespace.get("PLAN"))
     if plan is None:
         raise PlanError(f"{source}: defines no `plan` (assign a rollout.Plan to a module-level name `plan`)")
     if not isinstance(plan, Plan):
-        raise PlanError(f"{source}: `plan` is a {type(plan).__name__}, not a rollout.Plan")
+        comma = (" (a trailing comma after Plan(...) makes a tuple)"
+                 if isinstance(plan, tuple) and len(plan) == 1 and isinstance(plan[0], Plan) else "")
+        raise PlanError(f"{source}: `plan` is a {type(plan).__name__}, not a rollout.Plan{comma}")
     object.__setattr__(plan, "source", source)
     return plan
 
 
-def _locate(exc: BaseException, source: Path) -> str:
+def _locate(exc: BaseException, source: Path, message: str | None = None) -> str:
     """``file:line: message`` from the deepest frame of the plan file in the traceback."""
-    message = str(exc)
-    if ":" in message.split(" ", 1)[0] and str(source) in message:
-        return message
+    if message is None:
+        message = str(exc)
+        if ":" in message.split(" ", 1)[0] and str(source) in message:
+            return message
+        if not isinstance(exc, PlanError):
+            message = f"{type(exc).__name__}: {message}"
     line = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if Path(frame.filename).resolve() == source:
             line = frame.lineno
     where = f"{source}:{line}" if line else str(source)
-    kind = "" if isinstance(exc, PlanError) else f"{type(exc).__name__}: "
-    return f"{where}: {kind}{message}"
+    return f"{where}: {message}"
+
+
+_UNEXPECTED = re.compile(r"^(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'$")
+
+
+def _explain(exc: Exception) -> str | None:
+    """A better message for a wrong keyword given to one of our classes: what it takes, the closest name."""
+    if not isinstance(exc, TypeError):
+        return None
+    match = _UNEXPECTED.match(str(exc))
+    if match is None:
+        return None
+    cls = _known_classes().get(match.group(1))
+    if cls is None:
+        return None
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in parameters if p.name != "defined_at"
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    wrong = match.group(2)
+    close = difflib.get_close_matches(wrong, names, n=1, cutoff=0.5)
+    suggestion = f" (did you mean {close[0]}=...?)" if close else ""
+    return f"{cls.__name__}() has no argument {wrong}={suggestion}; it takes: {', '.join(names)}"
+
+
+def _known_classes() -> dict[str, type]:
+    """The classes a plan builds: Plan, Worker, the built-in phases, probes and guards, by name."""
+    import phases
+    import probes
+
+    from . import guards
+
+    found: dict[str, type] = {"Plan": Plan, "Worker": Worker}
+    for module in (phases, probes, guards):
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name, None)
+            if isinstance(value, type):
+                found[name] = value
+    return found

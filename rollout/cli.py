@@ -1,7 +1,8 @@
 """The command line: parse arguments, call the library, print one line on error, return an exit code.
 
-Exit codes: 0 success, 1 rolled back and verified, 2 plan or usage error (nothing changed),
-3 rollback failed or unverified.
+Exit codes (one meaning each, see :mod:`rollout.exits`): 0 success, 1 rolled back and verified, 2 usage,
+plan or refusal before any change, 3 rollback failed or unverified, 4 internal error, 5 blind watch,
+6 watch alerted without rolling back, 7 preflight problems, 130/143 interrupted before any change.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import anyio
 from rich.console import Console
 
 from .errors import PlanError, RolloutError, UsageError
+from .exits import EXIT_INTERNAL, EXIT_USAGE
 from .journal import DEFAULT_JOURNAL
 
 EXAMPLE_PLAN = Path(__file__).resolve().parent.parent / "examples" / "cf_ssai" / "plan.py"
@@ -157,12 +159,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseExceptionGroup as group:  # a RolloutError raised inside a task group (e.g. LockHeld)
         matched, _ = group.split(RolloutError)
         if matched is None:
-            raise
+            return _internal_error(group, console, args.journal.parent)
         leaf: BaseException = matched
         while isinstance(leaf, BaseExceptionGroup):
             leaf = leaf.exceptions[0]
-        console.print(f"error: {leaf}", markup=False, highlight=False)
-        return 2
+        console.print(f"{'plan error' if isinstance(leaf, PlanError) else 'error'}: {leaf}", markup=False,
+                      highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug of ours: one line here, the traceback in the log
+        return _internal_error(exc, console, args.journal.parent)
+
+
+def _internal_error(exc: BaseException, console: Console, run_dir: Path) -> int:
+    from .failures import explain
+
+    failure = explain(exc)
+    text = failure.text if failure.internal else f"internal error while running {failure.text}"
+    console.print(f"error: {text} (log: {run_dir / 'rollout.log'})", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_INTERNAL
 
 
 async def _dispatch(args: argparse.Namespace, console: Console) -> int:

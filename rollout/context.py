@@ -87,12 +87,28 @@ class PhaseContext:
     def say(self, text: str, level: str = "info") -> None:
         self.publish(Message(level=level, text=text, phase=self.phase))  # type: ignore[arg-type]
 
-    async def bake(self, seconds: float) -> None:
-        """Wait under the guards (a breach cancels this), then make sure no monitor is blind."""
-        await self._engine.bake(self.scaled(seconds), self.phase)
+    async def bake(self, seconds: float, *, evidence_wait: float | None = None) -> None:
+        """Wait under the guards (a breach cancels this), then until every rollback guard on every changed
+        worker is judged ok on enough samples (no blind tail, no ``no_data``, no ``inconclusive``), at most
+        ``evidence_wait`` plan seconds more (default: the plan's ``evidence_wait``); else the phase fails."""
+        wait = self.scaled(evidence_wait) if evidence_wait is not None else None
+        await self._engine.bake(self.scaled(seconds), self.phase, evidence_wait_s=wait)
 
-    async def ask(self, question: str) -> bool:
-        return await self._engine.ask(question)
+    async def require_evidence(self, evidence_wait: float | None = None) -> None:
+        """Wait (up to ``evidence_wait`` plan seconds, default the plan's) until every rollback guard on every
+        changed worker is judged ok; raise PhaseFailed naming what is missing otherwise."""
+        plan_s = self.plan.evidence_wait_s if evidence_wait is None else evidence_wait
+        await self._engine.require_evidence(self.phase, self.scaled(plan_s))
+
+    async def ask(self, question: str, *, timeout_s: float | None = None) -> bool | None:
+        """A person's answer: True, False, or None when nobody answered within ``timeout_s`` (real
+        seconds, not scaled) or nobody can answer.  A breach or a signal cancels the question."""
+        return await self._engine.ask(question, timeout_s=timeout_s)
+
+    @property
+    def can_ask(self) -> bool:
+        """True when a person (or ``--yes``) can answer questions."""
+        return self._engine.can_ask
 
     def diagnose(self, result: WranglerResult, command: str) -> list[Diagnosis]:
         """Publish a diagnosis for each Cloudflare error code in a failed command."""
@@ -164,4 +180,5 @@ class PhaseContext:
         return CommandResult(tuple(argv), proc.returncode, output, anyio.current_time() - started)
 
 
-AskFunction = Callable[[str], Awaitable[bool]]
+#: Asks a person: True (yes), False (no), None (nobody can answer).
+AskFunction = Callable[[str], Awaitable[bool | None]]

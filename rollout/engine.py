@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import anyio
 import anyio.abc
 import httpx
 
+from .abort import LeftLive, can_handle_signals, exit_code_for, watch_signals
 from .board import DEFAULT_JUDGE_INTERVAL_MS, GuardBoard
 from .bus import (
     BaselineMeasured,
@@ -41,13 +44,19 @@ from .bus import (
 )
 from .clock import Clock, SystemClock
 from .context import AskFunction, PhaseContext
-from .errors import PhaseFailed, RolloutError, WranglerError
+from .durations import format_duration
+from .errors import PhaseFailed, RolloutError, UsageError
+from .evidence import Missing, missing_evidence
+from .exits import EXIT_INTERNAL, EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK, EXIT_USAGE
+from .failures import explain
 from .guards import Guard
 from .journal import Journal
 from .metrics import Metrics, Totals
 from .monitor import Monitor, Source
+from .phase import Phase
 from .plan import Plan
-from .rollback import rollback_and_verify
+from .prechange import check_before_change, refuse
+from .rollback import read_state, rollback_and_verify
 from .signals import WindowStats
 from .sources import WranglerTailSource
 from .tailfile import TAIL_SUFFIX, LiveBreach, ReplayContext, TailWriter, context_path_for
@@ -56,7 +65,8 @@ from .wrangler import Wrangler
 
 logger = logging.getLogger("rollout.engine")
 
-EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE, EXIT_ROLLBACK_FAILED = 0, 1, 2, 3
+__all__ = ["EXIT_OK", "EXIT_ROLLBACK_FAILED", "EXIT_ROLLED_BACK", "EXIT_USAGE", "Engine", "EngineOptions",
+           "RunResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +78,8 @@ class RunResult:
     started: float
     ended: float
     rollback_verified_at: float | None = None
+    #: what this run changed and did not roll back and verify (with the command that undoes each)
+    left_live: tuple[LeftLive, ...] = ()
 
 
 @dataclass(slots=True)
@@ -87,18 +99,39 @@ class _Rollback:
     verified: bool = False
     detail: str = ""
     recovered: bool | None = None
+    #: the deploy never changed the worker (it failed before moving traffic): nothing was rolled back
+    unchanged: bool = False
 
 
 @dataclass
 class EngineOptions:
+    """How the engine runs a plan (the plan itself says what to run).
+
+    Attributes:
+        time_scale: multiplies every plan duration (``rollout demo`` shrinks them); finite and > 0.
+        blind_grace_s: how long a bake waits for a blind tail to come back before it fails.
+        tail_connect_s: how long the baseline waits for every watched tail to connect.
+        handle_signals: SIGINT/SIGTERM abort the run with a rollback (main thread only).
+        check_before_change: configs, token and workers are checked before anything changes.
+    """
+
     time_scale: float = 1.0
     stats_interval_s: float = 1.0
     rollback_attempts: int = 5
     rollback_backoff_s: float = 1.0
     blind_grace_s: float = 15.0
+    tail_connect_s: float = 60.0
     source: str = "wrangler"
     record_dir: Path | None = None
+    handle_signals: bool = True
+    check_before_change: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.time_scale, int | float) or not math.isfinite(self.time_scale) \
+                or self.time_scale <= 0:
+            raise UsageError(f"time scale must be a finite number > 0 (got {self.time_scale!r}); e.g. 0.05 runs "
+                             "plan durations twenty times faster")
 
 
 SourceFactory = Callable[[str], Source]
@@ -145,7 +178,11 @@ class Engine:
         self.breach: Breach | None = None
         self.breaches: list[Breach] = []
         self.rollbacks: list[_Rollback] = []
-        self._phase_scope: anyio.CancelScope | None = None
+        self._stop_scope: anyio.CancelScope | None = None
+        #: why the phases stopped early (a breach, a signal, a crashed task), None while they run
+        self.stop_reason: str | None = None
+        self.signal: int | None = None
+        self.internal_error: str | None = None
         self._rolling_back = False
         self._writers: dict[str, TailWriter] = {}
         self._monitor_states: dict[str, tuple[bool, int]] = {}
@@ -187,8 +224,37 @@ class Engine:
         if guard.action == "rollback" and self.breach is None and not self._rolling_back:
             self.breach = breach
             self.board.halt()  # one breach starts one rollback; the recovery watch judges from here
-            if self._phase_scope is not None:
-                self._phase_scope.cancel()
+            self.stop(f"breach of {breach.guard} on {breach.worker}")
+
+    def stop(self, reason: str) -> None:
+        """Stop the phases now (a breach, a signal, a crashed task): the run then rolls back what changed."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    def _on_signal(self, signum: int) -> None:
+        self.signal = signum
+        name = signal.Signals(signum).name
+        what = "rolling back what this run changed, then writing the reports" if self.changes else \
+            "nothing was changed yet: stopping"
+        self.bus.publish(Message(level="warn", text=f"{name} received: {what} (a second {name} exits at once)"))
+        self.stop(f"{name} received")
+
+    def left_live(self) -> list[LeftLive]:
+        """The changes not (yet) rolled back and verified: what a second signal leaves behind."""
+        done = {r.worker for r in self.rollbacks if r.verified}
+        return [LeftLive(c.worker, c.after, c.before) for c in reversed(self.changes) if c.worker not in done]
+
+    async def _supervised(self, what: str, task: Callable[[], Awaitable[None]]) -> None:
+        """Run a background task; if it crashes (a bug of ours), stop the phases so the run rolls back."""
+        try:
+            await task()
+        except Exception as exc:
+            failure = explain(exc)
+            self.internal_error = self.internal_error or f"{what}: {failure.text}"
+            self.bus.publish(Message(level="error", text=f"{what} crashed: {failure.text}"))
+            self.stop(f"{what} crashed")
 
     async def _ticker(self) -> None:
         while True:
@@ -223,75 +289,144 @@ class Engine:
         ))
 
     # -- phases --------------------------------------------------------------------------------------
-    async def bake(self, seconds: float, phase: str) -> None:
+    async def bake(self, seconds: float, phase: str, *, evidence_wait_s: float | None = None) -> None:
+        """Wait ``seconds`` under the guards, then until every rollback guard on every changed worker is
+        judged ok (at most ``evidence_wait_s`` more, default the plan's): otherwise the phase fails."""
         await anyio.sleep(seconds)
-        deadline = self.clock.now() + max(self.options.blind_grace_s, seconds)
-        while True:
-            blind = [w for w in self.monitors if self.armed_ms(w) is not None
-                     and not self.monitors[w].source.status.connected]
-            if not blind:
-                return
-            if self.clock.now() >= deadline:
-                raise PhaseFailed(phase, f"tail of {', '.join(blind)} is blind (no stream): not promoting while "
-                                         "the guards cannot see")
-            await anyio.sleep(0.2)
+        wait = self.plan.evidence_wait_s * self.time_scale if evidence_wait_s is None else evidence_wait_s
+        await self.require_evidence(phase, max(wait, 0.0))
 
-    async def ask(self, question: str) -> bool:
+    async def require_evidence(self, phase: str, wait_s: float) -> None:
+        """Return once nothing is missing; raise PhaseFailed naming what is still missing after ``wait_s``
+        (a blind tail gets at least ``blind_grace_s`` to come back)."""
+        armed = {c.worker: c.armed_ms for c in self.changes}
+        started = self.clock.now()
+        said: tuple[str, ...] = ()
+        while True:
+            missing = missing_evidence(self.board, self.monitors, armed, int(self.clock.now() * 1000))
+            if not missing:
+                if said:
+                    self.bus.publish(Message(text="evidence complete: every guard judged ok", phase=phase))
+                return
+            waited = self.clock.now() - started
+            bound = max(wait_s, self.options.blind_grace_s) if any(m.guard == "tail" for m in missing) else wait_s
+            if waited >= bound:
+                raise PhaseFailed(phase, "not promoting without evidence: " + _missing_text(missing)
+                                  + f" (waited {format_duration(waited)} past the bake)")
+            lines = tuple(f"{m.guard} {m.worker} {m.state}" for m in missing)
+            if lines != said:
+                said = lines
+                self.bus.publish(Message(level="warn", phase=phase, text=(
+                    f"waiting for evidence (up to {format_duration(bound - waited)} more): "
+                    + _missing_text(missing))))
+            await anyio.sleep(0.25)
+
+    async def ask(self, question: str, *, timeout_s: float | None = None) -> bool | None:
+        """A person's answer: True (yes), False (no), None (no answer within ``timeout_s``, or no input).
+        A breach or a signal cancels the question."""
         if self._ask is None:
             raise PhaseFailed("gate", f"{question!r} needs an answer: run interactively, or pass --yes")
-        return await self._ask(question)
+        with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
+            return await self._ask(question)
+        return None
+
+    @property
+    def can_ask(self) -> bool:
+        return self._ask is not None
+
+    async def _wait_for_tails(self) -> list[str]:
+        """Wait (bounded) until every watched tail is connected; returns those that never connected."""
+        deadline = anyio.current_time() + self.options.tail_connect_s
+        while anyio.current_time() < deadline:  # the sources' status has no event to wait on: poll it
+            if all(m.source.status.connected for m in self.monitors.values()):
+                break
+            await anyio.sleep(0.1)
+        return [w for w, m in self.monitors.items() if not m.source.status.connected]
 
     async def _measure_baseline(self) -> None:
+        """The baseline is a measurement: it starts once every watched tail is connected and ends when each
+        worker's window holds enough requests (and the plan's time passed), or at the plan's bound."""
         seconds = self.plan.baseline_s * self.time_scale
         workers = list(self.monitors)
         if seconds <= 0 or not workers:
             return
-        self.bus.publish(Message(text=f"measuring baseline of {', '.join(workers)} for {seconds:.1f}s"))
-        start_ms = int(self.clock.now() * 1000)
+        self.bus.publish(Message(text=f"connecting the tails of {', '.join(workers)} before the baseline"))
+        blind = await self._wait_for_tails()
+        if blind:
+            self.bus.publish(Message(level="warn", text=(
+                f"tail of {', '.join(blind)} did not connect within {self.options.tail_connect_s:.0f}s: "
+                "measuring the baseline without it")))
+        need = self.plan.baseline_need
+        bound = max(seconds, self.plan.baseline_max_s * self.time_scale)
+        self.bus.publish(Message(text=f"measuring baseline of {', '.join(workers)}: at least {seconds:.1f}s and "
+                                      f"{need} requests each (at most {format_duration(bound)})"))
+        start = self.clock.now()
+        start_ms = int(start * 1000)
         await anyio.sleep(seconds)
-        end_ms = int(self.clock.now() * 1000)
+        while self.clock.now() - start < bound:
+            now_ms = int(self.clock.now() * 1000)
+            if all(self.monitors[w].signals.window(start_ms, now_ms + 1).requests >= need for w in workers):
+                break
+            await anyio.sleep(0.2)
+        end = self.clock.now()
+        end_ms = int(end * 1000)
         for worker in workers:
-            stats = self.monitors[worker].signals.window(start_ms, end_ms)
-            self.baselines[worker] = stats
+            stats = self.monitors[worker].signals.window(start_ms, end_ms + 1)
+            self.baselines[worker] = stats if stats.requests else None
             self.bus.publish(BaselineMeasured(
-                worker=worker, requests=stats.requests, errors=stats.errors, seconds=seconds,
+                worker=worker, requests=stats.requests, errors=stats.errors, seconds=end - start,
                 pattern_rates={k: stats.rate_per_hour(k) for k in stats.pattern_counts}))
+            if not stats.requests:
+                self.bus.publish(Message(level="warn", text=(
+                    f"no baseline for {worker}: 0 requests in {end - start:.1f}s; its guards judge against an "
+                    "assumed 0% error rate, stated in every verdict")))
+            elif stats.requests < need:
+                self.bus.publish(Message(level="warn", text=(
+                    f"thin baseline for {worker}: {stats.requests} < {need} requests in {end - start:.1f}s; "
+                    "its uncertainty is counted in every verdict")))
 
     async def _run_phases(self) -> PhaseFailed | None:
-        await self._measure_baseline()
-        for index, phase in enumerate(self.plan.steps):
-            if self.breach is not None:
-                self.bus.publish(PhaseFinished(index=index, phase=phase.name, status="skipped", seconds=0.0))
-                continue
-            ctx = PhaseContext(self, phase.name)
-            self.bus.publish(PhaseStarted(index=index, phase=phase.name))
-            started = anyio.current_time()
-            failure: PhaseFailed | None = None
-            with anyio.CancelScope() as scope:
-                self._phase_scope = scope
-                try:
-                    await phase.run(ctx)
-                except PhaseFailed as exc:
-                    failure = exc
-                except WranglerError as exc:
-                    failure = PhaseFailed(phase.name, str(exc))
-                except RolloutError as exc:
-                    failure = PhaseFailed(phase.name, str(exc))
-            self._phase_scope = None
-            seconds = anyio.current_time() - started
-            if scope.cancelled_caught:
-                detail = f"cancelled by breach of {self.breach.guard} on {self.breach.worker}" if self.breach else ""
-                self.bus.publish(PhaseFinished(index=index, phase=phase.name, status="cancelled", seconds=seconds,
-                                               detail=detail))
-            elif failure is not None:
-                self.bus.publish(PhaseFinished(index=index, phase=phase.name, status="failed", seconds=seconds,
-                                               detail=failure.reason))
-                for later_index, later in enumerate(self.plan.steps[index + 1:], start=index + 1):
-                    self.bus.publish(PhaseFinished(index=later_index, phase=later.name, status="skipped",
-                                                   seconds=0.0))
-                return failure
-            else:
+        current = -1
+        failure: PhaseFailed | None = None
+        with anyio.CancelScope() as scope:
+            self._stop_scope = scope
+            await self._measure_baseline()
+            for index, phase in enumerate(self.plan.steps):
+                current = index
+                ctx = PhaseContext(self, phase.name)
+                self.bus.publish(PhaseStarted(index=index, phase=phase.name))
+                started = anyio.current_time()
+                failure = await self._run_one(phase, ctx)
+                seconds = anyio.current_time() - started
+                if failure is not None:
+                    self.bus.publish(PhaseFinished(index=index, phase=phase.name, status="failed", seconds=seconds,
+                                                   detail=failure.reason))
+                    break
                 self.bus.publish(PhaseFinished(index=index, phase=phase.name, status="succeeded", seconds=seconds))
+        self._stop_scope = None
+        first_skipped = current + 1
+        if scope.cancelled_caught and current >= 0:
+            self.bus.publish(PhaseFinished(index=current, phase=self.plan.steps[current].name, status="cancelled",
+                                           seconds=0.0, detail=f"cancelled: {self.stop_reason or 'stopped'}"))
+        elif scope.cancelled_caught:
+            first_skipped = 0
+        for later_index, later in enumerate(self.plan.steps[first_skipped:], start=first_skipped):
+            self.bus.publish(PhaseFinished(index=later_index, phase=later.name, status="skipped", seconds=0.0))
+        return failure
+
+    async def _run_one(self, phase: Phase, ctx: PhaseContext) -> PhaseFailed | None:
+        """Run one phase; any exception from it (ours, wrangler's, the plan's own code) is a failed phase."""
+        try:
+            await phase.run(ctx)
+        except PhaseFailed as exc:
+            return exc
+        except RolloutError as exc:
+            return PhaseFailed(phase.name, str(exc))
+        except (Exception, SystemExit) as exc:  # SystemExit: a plan's sys.exit() fails its phase too
+            failure = explain(exc)
+            if failure.internal:
+                self.internal_error = failure.text
+            return PhaseFailed(phase.name, failure.text)
         return None
 
     # -- rollback ------------------------------------------------------------------------------------
@@ -301,6 +436,13 @@ class Engine:
             record.detail = (f"{worker} did not exist before this rollout: nothing to roll back to "
                              f"(remove it by hand with `wrangler delete --name {worker}` if needed)")
             return record
+        if after is None:  # the deploy was about to run, or failed: did it change anything at all?
+            state = await read_state(self.wrangler, worker)
+            if state is not None and state.sole_version == before:
+                record.verified = True
+                record.unchanged = True
+                record.detail = f"unchanged: {before} still serves 100% (verified with deployments status)"
+                return record
         outcome = await rollback_and_verify(
             self.wrangler, self.bus, worker, after, before, f"rollout: {reason}",
             attempts=self.options.rollback_attempts, backoff_s=self.options.rollback_backoff_s)
@@ -349,7 +491,19 @@ class Engine:
                                                           "not yet recovered after rollback")))
 
     # -- the run -------------------------------------------------------------------------------------
+    def _refuse_unanswerable(self) -> None:
+        """A plan whose gate nobody can answer is refused before anything changes."""
+        if self._ask is not None:
+            return
+        gates = [p for p in self.plan.steps if getattr(p, "asks_person", False)]
+        if gates:
+            raise UsageError(
+                f"{gates[0].location}: phase {gates[0].name!r} asks a person, and there is no terminal to ask "
+                "(stdin is not a terminal): pass --yes to approve every gate, or run it interactively; "
+                "nothing was changed")
+
     async def run(self) -> RunResult:
+        self._refuse_unanswerable()
         started = self.clock.now()
         await self.journal.start_rollout(
             self.rollout_id, self.plan.name, str(self.plan.source) if self.plan.source else None, self.target.name,
@@ -360,20 +514,26 @@ class Engine:
         failure: PhaseFailed | None = None
         try:
             async with anyio.create_task_group() as tg:
+                if self.options.handle_signals and can_handle_signals():
+                    tg.start_soon(watch_signals, self._on_signal, self.left_live)
                 for worker in self._watched():
                     monitor = Monitor(worker, self._source_factory(worker), board=self.board,
                                       recorder=await self._start_recording(worker, tg), clock=self.clock.now)
                     self.monitors[worker] = monitor
                     if self.metrics is not None:
                         self._count_totals(monitor, self.metrics)
-                    tg.start_soon(monitor.run)
-                tg.start_soon(self._ticker)
-                failure = await self._run_phases()
-                if self.breach is not None or (failure is not None and self.changes):
-                    reason = (f"{self.breach.guard} {self.breach.detail}" if self.breach is not None
-                              else f"phase {failure.phase if failure else '?'} failed")
+                    tg.start_soon(self._supervised, f"the monitor of {worker}", monitor.run)
+                tg.start_soon(self._supervised, "the stats ticker", self._ticker)
+                refusal = await self._check_before_change()  # while the tails connect
+                if refusal is not None:
+                    tg.cancel_scope.cancel()
                     with anyio.CancelScope(shield=True):
-                        await self._rollback_all(reason)
+                        await self.journal.finish(self.rollout_id, self.clock.now(), "refused", EXIT_USAGE)
+                    raise refusal
+                failure = await self._run_phases()
+                if self.changes and (self.stop_reason is not None or failure is not None):
+                    with anyio.CancelScope(shield=True):
+                        await self._rollback_all(self._rollback_reason(failure))
                 for worker in self.monitors:
                     self._publish_stats(worker, self.clock.now())
                 with anyio.CancelScope(shield=True):
@@ -389,6 +549,20 @@ class Engine:
         with anyio.CancelScope(shield=True):
             await self.journal.finish(self.rollout_id, result.ended, result.outcome, result.exit_code)
         return result
+
+    async def _check_before_change(self) -> UsageError | None:
+        if not self.options.check_before_change:
+            return None
+        self.bus.publish(Message(text="checking configs, the token and the workers before any change"))
+        problems = await check_before_change(self.plan, self.wrangler)
+        return refuse(problems) if problems else None
+
+    def _rollback_reason(self, failure: PhaseFailed | None) -> str:
+        if self.breach is not None:
+            return f"{self.breach.guard} {self.breach.detail}"
+        if failure is not None:
+            return f"phase {failure.phase} failed"
+        return self.stop_reason or "stopped"
 
     # -- recording -----------------------------------------------------------------------------------
     async def _start_recording(self, worker: str, tg: anyio.abc.TaskGroup) -> Callable[[bytes], None] | None:
@@ -424,14 +598,41 @@ class Engine:
     def _result(self, started: float, failure: PhaseFailed | None) -> RunResult:
         ended = self.clock.now()
         verified_at = max((e.at for e in self.bus.history if isinstance(e, RollbackAttempt)), default=None)
+        cause = self._cause(failure)
         if self.rollbacks:
-            if all(r.verified for r in self.rollbacks):
-                cause = (f"{self.breach.guard} on {self.breach.worker}: {self.breach.detail}" if self.breach
-                         else (failure.reason if failure else "rolled back"))
-                return RunResult(self.rollout_id, "rolled_back", EXIT_ROLLED_BACK, cause, started, ended, verified_at)
             bad = [r for r in self.rollbacks if not r.verified]
-            detail = "; ".join(f"{r.worker}: {r.detail}" for r in bad)
-            return RunResult(self.rollout_id, "rollback_failed", EXIT_ROLLBACK_FAILED, detail, started, ended)
+            if bad:
+                detail = "; ".join(f"{r.worker}: {r.detail}" for r in bad)
+                left = tuple(LeftLive(r.worker, r.from_version, r.to_version) for r in bad)
+                return RunResult(self.rollout_id, "rollback_failed", EXIT_ROLLBACK_FAILED, f"{cause}; {detail}",
+                                 started, ended, left_live=left)
+            if self.internal_error is not None:
+                return RunResult(self.rollout_id, "internal_error", EXIT_INTERNAL,
+                                 f"{self.internal_error} (rolled back and verified)", started, ended, verified_at)
+            outcome = "interrupted" if self.signal is not None and self.breach is None else "rolled_back"
+            return RunResult(self.rollout_id, outcome, EXIT_ROLLED_BACK, cause, started, ended, verified_at)
+        if self.internal_error is not None:
+            return RunResult(self.rollout_id, "internal_error", EXIT_INTERNAL,
+                             f"{self.internal_error} (nothing was changed)", started, ended)
+        if self.signal is not None:
+            return RunResult(self.rollout_id, "interrupted", exit_code_for(self.signal),
+                             f"{self.stop_reason}: nothing was changed", started, ended)
         if failure is not None:
-            return RunResult(self.rollout_id, "failed", EXIT_USAGE, str(failure), started, ended)
+            return RunResult(self.rollout_id, "failed", EXIT_USAGE, f"{failure} (nothing was changed)", started,
+                             ended)
+        if self.stop_reason is not None:
+            return RunResult(self.rollout_id, "failed", EXIT_USAGE, f"{self.stop_reason} (nothing was changed)",
+                             started, ended)
         return RunResult(self.rollout_id, "succeeded", EXIT_OK, "every phase succeeded", started, ended)
+
+    def _cause(self, failure: PhaseFailed | None) -> str:
+        if self.breach is not None:
+            return f"{self.breach.guard} on {self.breach.worker}: {self.breach.detail}"
+        if failure is not None:
+            return str(failure)
+        return self.stop_reason or "rolled back"
+
+
+def _missing_text(missing: list[Missing]) -> str:
+    shown = "; ".join(m.describe() for m in missing[:3])
+    return shown + (f"; and {len(missing) - 3} more" if len(missing) > 3 else "")

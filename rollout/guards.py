@@ -26,7 +26,7 @@ from typing import Final, Literal, Protocol, runtime_checkable
 from rollout import _check
 from rollout.phase import caller_location
 from rollout.signals import WindowStats, WorkerSignals
-from rollout.stats import binom_sf, poisson_sf
+from rollout.stats import binom_cdf, binom_sf, binom_upper, poisson_sf
 
 __all__ = [
     "Action",
@@ -43,6 +43,10 @@ Action = Literal["rollback", "alert", "warn"]
 GuardState = Literal["ok", "breach", "no_data", "inconclusive"]
 
 _HOUR_MS: Final = 3_600_000
+#: One-sided level of the baseline's upper bound that a breach must clear (its own sampling error).
+BASELINE_ALPHA: Final = 0.05
+#: Level at which "the rate is below the threshold" must be shown before a guard says ``ok``.
+OK_ALPHA: Final = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,15 +188,25 @@ class ErrorRate:
         base = baseline.error_rate if baseline is not None else None
         base_rate = base if base is not None else 0.0
         threshold = min(1.0, base_rate + self.above_baseline_by)
-        base_text = (f"baseline {_pct(base_rate)}" if base is not None
-                     else "no baseline (taken as 0.0%)")
+        # The baseline is a sample too: a breach must clear its upper bound plus the margin, so a thin
+        # baseline never causes a false rollback; "ok" needs the new rate shown below the point threshold.
+        base_hi = binom_upper(baseline.errors, baseline.requests, BASELINE_ALPHA) if baseline is not None and \
+            baseline.requests else base_rate
+        breach_line = min(1.0, base_hi + self.above_baseline_by)
+        if base is None:
+            base_text = "no baseline (assumed 0.0%)"
+        elif base_hi - base_rate >= 0.0005:
+            base_text = f"baseline {_pct(base_rate)} (≤ {_pct(base_hi)} with {baseline.requests if baseline else 0} " \
+                        "requests)"
+        else:
+            base_text = f"baseline {_pct(base_rate)}"
         margin = f"+ {self.above_baseline_by * 100:.1f} pts"
         seconds = (end - start) / 1000
         if n == 0:
             return self._verdict(signals, "no_data", None, base, threshold, 0, None,
                                  f"no requests in the last {seconds:.0f} s", now_ms)
         rate = k / n
-        p = binom_sf(k, n, threshold) if threshold < 1.0 else 1.0
+        p = binom_sf(k, n, breach_line) if breach_line < 1.0 else 1.0
         text = f"error rate {_pct(rate)} ({k}/{n}) vs {base_text} {margin}, binomial p={_p(p)}"
         if n < self.min_samples:
             state: GuardState = "inconclusive"
@@ -203,9 +217,13 @@ class ErrorRate:
         elif rate > threshold:
             state = "inconclusive"
             text += f" >= {self.alpha:g}: above the threshold, not yet significant"
+        elif threshold < 1.0 and binom_cdf(k, n, threshold) > OK_ALPHA:
+            state = "inconclusive"
+            text += (f" >= {self.alpha:g}; below {_pct(threshold)}, not yet shown (could be up to "
+                     f"{_pct(binom_upper(k, n, OK_ALPHA))})")
         else:
             state = "ok"
-            text += f" >= {self.alpha:g}"
+            text += f" >= {self.alpha:g}; shown below {_pct(threshold)}"
         if w.sampled:
             text += " (tail sampled)"
         return self._verdict(signals, state, rate, base, threshold, n, p, text, now_ms)

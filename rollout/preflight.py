@@ -114,7 +114,7 @@ async def run_preflight(workers: Sequence[WorkerTarget], wrangler: Wrangler,
     kinds = {b.kind for c in configs.values() for b in c.bindings}
 
     async def whoami() -> None:
-        problems.extend(await _check_whoami(wrangler, cwd, passed))
+        problems.extend(await check_whoami(wrangler, cwd, passed))
 
     async def listing(key: str, *args: str) -> None:
         listings[key] = await _run(wrangler, cwd, *args)
@@ -149,7 +149,7 @@ async def _run(wrangler: Wrangler, cwd: Path | None, *args: str) -> WranglerResu
         return exc
 
 
-async def _check_whoami(wrangler: Wrangler, cwd: Path | None, passed: list[str]) -> list[Problem]:
+async def check_whoami(wrangler: Wrangler, cwd: Path | None, passed: list[str]) -> list[Problem]:
     result = await _run(wrangler, cwd, "whoami")
     if isinstance(result, OSError):
         return [Problem("wrangler", f"wrangler does not start: {result}", fix="install it (`npm i -D "

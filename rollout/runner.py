@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console
 
 from .bus import EngineEvent, EventBus
+from .context import AskFunction
 from .engine import Engine, EngineOptions, RunResult
 from .journal import DEFAULT_JOURNAL, Journal
 from .lock import rollout_locks
@@ -97,6 +99,7 @@ def make_view(console: Console, tty: bool) -> View:
 async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
     """Load and run a plan; returns the result and the written reports."""
     plan = plan or load_plan(options.plan_path)
+    engine_options = _engine_options(options)  # bad values are usage errors before anything starts
     console = options.console or Console()
     run_dir = options.journal_path.parent
     await anyio.Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -113,8 +116,8 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
             server.start()
         async with Journal(options.journal_path) as journal:
             engine = Engine(plan, target, wrangler=wrangler, journal=journal, bus=bus, metrics=metrics,
-                            ask=None if not options.tty and not options.yes else _asker(view, options.yes),
-                            options=_engine_options(options))
+                            ask=_asker(view, options.yes) if options.yes or can_prompt() else None,
+                            options=engine_options)
             journal_stream = bus.subscribe("journal", buffer=100_000)
             view_stream = bus.subscribe("view", buffer=10_000)
             metrics_stream = bus.subscribe("metrics", buffer=10_000)
@@ -148,13 +151,18 @@ def _engine_options(options: RunOptions) -> EngineOptions:
     return engine
 
 
-def _asker(view: View, yes: bool):  # type: ignore[no-untyped-def]
-    async def ask(question: str) -> bool:
+def _asker(view: View, yes: bool) -> AskFunction:
+    async def ask(question: str) -> bool | None:
         if yes:
             return True
         return await view.ask(question)
 
     return ask
+
+
+def can_prompt() -> bool:
+    """A person can answer: standard input is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 async def feed_metrics(metrics: Metrics, stream: MemoryObjectReceiveStream[EngineEvent]) -> None:

@@ -16,10 +16,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ._stdin import stdin_lines
 from .bus import (
     BaselineMeasured,
     Breach,
@@ -214,24 +214,40 @@ class View:
         else:
             self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    async def ask(self, question: str) -> bool:
+    async def ask(self, question: str) -> bool | None:
+        """Ask until the answer is yes or no: True, False, or None at end of input (nobody can answer).
+        Cancellable at any moment (a breach, a signal, a timeout): the screen then says so."""
         self._prompting = True
         self.pause()
+        lines = stdin_lines()
+        lines.discard_pending()
+        answer: bool | None = None
         try:
-            answer = await anyio.to_thread.run_sync(self._input, escape(f"{question} [y/N] "))
+            prompt = f"{question} [y/n] "
+            while True:
+                self.console.print(prompt, end="", markup=False, highlight=False, soft_wrap=True)
+                line = await lines.next()
+                if line is None:
+                    self.console.print("(no input: nobody can answer)", markup=False, highlight=False)
+                    break
+                word = line.strip().lower()
+                if word in {"y", "yes"}:
+                    answer = True
+                    break
+                if word in {"n", "no"}:
+                    answer = False
+                    break
+                prompt = f"please answer y (yes) or n (no): {question} [y/n] "
+        except anyio.get_cancelled_exc_class():
+            self.console.print("\n(no longer waiting for an answer)", markup=False, highlight=False)
+            raise
         finally:
             self._prompting = False
             held, self._held = self._held, []
-            for line in held:
-                self.emit(line)
+            for line_ in held:
+                self.emit(line_)
             self.resume()
-        return answer.strip().lower() in {"y", "yes"}
-
-    def _input(self, prompt: str) -> str:
-        try:
-            return self.console.input(prompt)
-        except EOFError:
-            return ""
+        return answer
 
     def pause(self) -> None:
         pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 import pytest
 
@@ -36,16 +38,33 @@ def test_one_error_in_three_requests_never_rolls_back() -> None:
     assert v.value == pytest.approx(1 / 3)
 
 
+def _binom_sf(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Bin(n, p), summed exactly (independent of rollout.stats)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
 def test_thirty_errors_in_two_hundred_roll_back() -> None:
-    """30/200 against a clean baseline is a breach, explained."""
+    """30/200 against a clean baseline of 1000 requests is a breach, explained.  The breach must clear the
+    baseline's own 95% upper bound (0/1000: 1 - 0.05^(1/1000) = 0.30%) plus the margin."""
     baseline = WindowStats(T0 - 600_000, T0, requests=1000, errors=0)
     v = ErrorRate().evaluate(traffic(200, 30), baseline, T0 + 50_000)
     assert isinstance(v, Verdict)
     assert (v.state, v.action, v.guard, v.worker, v.samples) == ("breach", "rollback", "error_rate", "w", 200)
     assert v.threshold == pytest.approx(0.05)
     assert v.baseline == 0.0
-    assert v.p_value == pytest.approx(8.709270943980009e-08, rel=1e-9)
-    assert v.detail.startswith("error rate 15.0% (30/200) vs baseline 0.0% + 5.0 pts, binomial p=8.7e-08 < 0.001")
+    breach_line = 0.05 + (1 - 0.05 ** (1 / 1000))
+    assert v.p_value == pytest.approx(_binom_sf(30, 200, breach_line), rel=1e-9)
+    assert v.detail.startswith("error rate 15.0% (30/200) vs baseline 0.0% (≤ 0.3% with 1000 requests) + 5.0 pts, "
+                               "binomial p=3e-07 < 0.001")
+
+
+def test_a_thin_baseline_does_not_cause_a_false_rollback() -> None:
+    """v1 erring 4% measured on 30 requests (0 errors seen): v2 at 7.5% (inside baseline + 5 points) is not
+    a breach, because the baseline could be as high as 9.5%."""
+    thin = WindowStats(T0 - 3000, T0, requests=30, errors=0)
+    v = ErrorRate().evaluate(traffic(400, 30), thin, T0 + 50_000)
+    assert v.state != "breach"
+    assert "≤ 9.5% with 30 requests" in v.detail
 
 
 def test_no_baseline_is_said() -> None:
@@ -58,11 +77,12 @@ def test_no_baseline_is_said() -> None:
 
 
 def test_baseline_raises_the_threshold() -> None:
-    """30/200 is fine when the baseline already errs at 12%."""
+    """15% is no breach when the baseline already errs at 12%; it is ok once shown below 17%."""
     baseline = WindowStats(T0 - 600_000, T0, requests=1000, errors=120)
-    v = ErrorRate().evaluate(traffic(200, 30), baseline, T0 + 50_000)
-    assert v.state == "ok"
-    assert v.threshold == pytest.approx(0.17)
+    few = ErrorRate().evaluate(traffic(200, 30), baseline, T0 + 50_000)
+    assert few.state == "inconclusive" and "not yet shown" in few.detail
+    assert few.threshold == pytest.approx(0.17)
+    assert ErrorRate().evaluate(traffic(2000, 300), baseline, T0 + 50_000).state == "ok"
 
 
 def test_no_data_is_neither_ok_nor_breach() -> None:
@@ -79,7 +99,14 @@ def test_no_data_is_neither_ok_nor_breach() -> None:
 def test_above_threshold_but_not_significant_is_inconclusive() -> None:
     """8/100 at threshold 5% is not evidence enough, and not healthy either."""
     assert ErrorRate().evaluate(traffic(100, 8), None, T0 + 50_000).state == "inconclusive"
-    assert ErrorRate().evaluate(traffic(100, 2), None, T0 + 50_000).state == "ok"
+
+
+def test_ok_needs_the_rate_shown_below_the_threshold() -> None:
+    """2/100 is below 5%, but not shown to be (P(Bin(100, 5%) <= 2) = 0.12): inconclusive, so a bake does
+    not promote on it.  2/400 is shown below it: ok."""
+    thin = ErrorRate().evaluate(traffic(100, 2), None, T0 + 50_000)
+    assert thin.state == "inconclusive" and "not yet shown" in thin.detail
+    assert ErrorRate().evaluate(traffic(400, 2), None, T0 + 50_000).state == "ok"
 
 
 def test_since_ms_excludes_events_before_arming() -> None:
@@ -93,9 +120,9 @@ def test_since_ms_excludes_events_before_arming() -> None:
 def test_version_filter() -> None:
     """ErrorRate(version=...) judges one version only."""
     s = WorkerSignals("w")
-    feed(s, OK, range(T0, T0 + 50_000, 100), version=OLD)
+    feed(s, OK, range(T0, T0 + 50_000, 20), version=OLD)
     feed(s, ERR, range(T0, T0 + 50_000, 2000), version=NEW)
-    assert ErrorRate().evaluate(s, None, T0 + 50_000).state == "ok"  # 25/525
+    assert ErrorRate().evaluate(s, None, T0 + 50_000).state == "ok"  # 25/2525
     assert ErrorRate(version=NEW, min_samples=20).evaluate(s, None, T0 + 50_000).state == "breach"
 
 

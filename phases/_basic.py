@@ -2,31 +2,39 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rollout import _check
 from rollout.context import PhaseContext
-from rollout.durations import format_duration, parse_duration
-from rollout.errors import PhaseFailed, PlanError
+from rollout.durations import format_duration
+from rollout.errors import PhaseFailed
 from rollout.phase import Phase
 
 
 @dataclass(frozen=True, kw_only=True, init=False)
 class Watch(Phase):
-    """Bake for a while under the guards; a rollback breach cancels it at once."""
+    """Bake for a while under the guards; a rollback breach cancels it at once.
+
+    The time is a minimum: the Watch then goes on until every rollback guard on every changed worker is
+    judged ok (``no_data``, ``inconclusive`` or a blind tail is not evidence), at most ``evidence_wait``
+    more (default: the plan's ``evidence_wait``), and otherwise fails, which rolls back.
+    """
 
     seconds: float
+    evidence_wait_s: float | None
 
-    def __init__(self, duration: str | float, *, name: str = "", defined_at: tuple[str, int] | None = None) -> None:
-        try:
-            seconds = parse_duration(duration)
-        except ValueError as exc:
-            raise PlanError(f"Watch: {exc}") from None
+    def __init__(self, duration: str | float, *, evidence_wait: str | float | None = None, name: str = "",
+                 defined_at: tuple[str, int] | None = None) -> None:
+        where = defined_at or _check.here()
+        seconds = _check.expect_duration(duration, "Watch(duration=...)", positive=True, where=where)
+        wait = None if evidence_wait is None else _check.expect_duration(
+            evidence_wait, "Watch(evidence_wait=...)", where=where)
         object.__setattr__(self, "seconds", seconds)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "defined_at", defined_at)
+        object.__setattr__(self, "evidence_wait_s", wait)
+        object.__setattr__(self, "name", _check.expect_str(name, "Watch(name=...)", where=where))
+        object.__setattr__(self, "defined_at", where)
         self.__post_init__()
 
     def default_name(self) -> str:
@@ -37,7 +45,7 @@ class Watch(Phase):
 
     async def run(self, ctx: PhaseContext) -> None:
         ctx.say(f"baking for {format_duration(ctx.scaled(self.seconds))}")
-        await ctx.bake(self.seconds)
+        await ctx.bake(self.seconds, evidence_wait=self.evidence_wait_s)
 
 
 @dataclass(frozen=True, kw_only=True, init=False)
@@ -63,21 +71,15 @@ class Gate(Phase):
 
     def __init__(self, question: str = "Continue the rollout?", *, timeout: str | float = "30m",
                  on_timeout: str = "rollback", name: str = "", defined_at: tuple[str, int] | None = None) -> None:
-        if not isinstance(question, str) or not question.strip():
-            raise PlanError(f"Gate(question=...) must be a non-empty str, got {question!r}")
-        try:
-            timeout_s = parse_duration(timeout)
-        except ValueError as exc:
-            raise PlanError(f"Gate(timeout=...): {exc}") from None
-        if not math.isfinite(timeout_s) or timeout_s <= 0:
-            raise PlanError(f"Gate(timeout=...) must be a finite duration > 0, got {timeout!r}")
-        if on_timeout not in ("rollback", "promote"):
-            raise PlanError(f"Gate(on_timeout=...) must be 'rollback' or 'promote', got {on_timeout!r}")
-        object.__setattr__(self, "question", question)
-        object.__setattr__(self, "timeout_s", timeout_s)
-        object.__setattr__(self, "on_timeout", on_timeout)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "defined_at", defined_at)
+        where = defined_at or _check.here()
+        object.__setattr__(self, "question", _check.expect_str(question, "Gate(question=...)", nonempty=True,
+                                                               where=where))
+        object.__setattr__(self, "timeout_s", _check.expect_duration(timeout, "Gate(timeout=...)", positive=True,
+                                                                     where=where))
+        object.__setattr__(self, "on_timeout", _check.expect_choice(on_timeout, ("rollback", "promote"),
+                                                                    "Gate(on_timeout=...)", where))
+        object.__setattr__(self, "name", _check.expect_str(name, "Gate(name=...)", where=where))
+        object.__setattr__(self, "defined_at", where)
         self.__post_init__()
 
     def default_name(self) -> str:
@@ -112,13 +114,12 @@ class Shell(Phase):
 
     def __init__(self, argv: Sequence[str], *, cwd: str | None = None, name: str = "",
                  defined_at: tuple[str, int] | None = None) -> None:
-        if isinstance(argv, str):
-            raise PlanError(f"Shell({argv!r}): give the command as a list of arguments, e.g. ['npm', 'test']; "
-                            "commands never run through a shell")
-        object.__setattr__(self, "argv", tuple(argv))
-        object.__setattr__(self, "cwd", cwd)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "defined_at", defined_at)
+        where = defined_at or _check.here()
+        object.__setattr__(self, "argv", _check.expect_argv(argv, "Shell(argv=...)", where))
+        path = _check.expect_path(cwd, "Shell(cwd=...)", optional=True, where=where)
+        object.__setattr__(self, "cwd", None if path is None else str(path))
+        object.__setattr__(self, "name", _check.expect_str(name, "Shell(name=...)", where=where))
+        object.__setattr__(self, "defined_at", where)
         self.__post_init__()
 
     def default_name(self) -> str:

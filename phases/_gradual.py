@@ -197,6 +197,8 @@ class Gradual(Phase):
                                    p_value=verdict.p_value))
                 raise PhaseFailed(ctx.phase, f"canary failed at {step:g}%: {verdict.detail}")
             if verdict.verdict == "pass":
+                # the canary passed; the step still ends only when every rollback guard is judged ok
+                await ctx.require_evidence()
                 return
             if waited >= limit:
                 break

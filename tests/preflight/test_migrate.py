@@ -63,7 +63,7 @@ async def test_migrate_phase_journals_and_is_idempotent(workdir: Path, monkeypat
         from phases import Migrate
         from rollout import Plan, Worker
 
-        app = Worker("mig-worker", config={str(config)!r}, watch=False)
+        app = Worker("mig-worker", config={str(config)!r}, watch=False, new=True)
         plan = Plan(name="migrate", workers=[app], baseline="0s", phases=[Migrate(app)])
         ''')
     async with Simulator(scenario=scenario(workdir, RESOURCES), traffic_rate=0) as sim:

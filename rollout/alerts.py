@@ -59,19 +59,40 @@ class AlertStats:
 
 
 class AlertTracker:
-    """Turns engine events into alerts: a breach, a guard back to ok after a breach, a rollback."""
+    """Turns engine events into alerts: a breach, a guard back to ok after a breach, a rollback.
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    Args:
+        clock: the time an alert carries.
+        defer: breaches for which ``from_event`` returns no alert (the caller sends one later with
+            :meth:`breach_alert`, e.g. once it knows the command that rolls back by hand); a deferred
+            breach still counts for its recovery alert.
+    """
+
+    def __init__(self, clock: Callable[[], float], defer: Callable[[Breach], bool] | None = None) -> None:
         self.clock = clock
+        self.defer = defer
         self._breached: set[tuple[str, str]] = set()
+
+    def breach_alert(self, breach: Breach, *, note: str | None = None, hint: str = "") -> Alert:
+        """The alert of a breach; ``note`` replaces the guard's action in the text ("alert — not rolled
+        back"), ``hint`` follows the evidence (the exact command to roll back by hand)."""
+        severity: Literal["info", "warning", "critical"] = "critical" if breach.action == "rollback" else "warning"
+        fields: dict[str, Any] = {"value": breach.value, "threshold": breach.threshold}
+        if note:
+            fields["note"] = note
+        if hint:
+            fields["hint"] = hint
+        text = (f":rotating_light: {breach.guard} breached on {breach.worker} ({note or breach.action}): "
+                f"{breach.detail}" + (f"; {hint}" if hint else ""))
+        return Alert("breach", breach.worker, text, self.clock(), guard=breach.guard, action=breach.action,
+                     severity=severity, fields=fields)
 
     def from_event(self, event: EngineEvent) -> Alert | None:
         if isinstance(event, Breach):
             self._breached.add((event.worker, event.guard))
-            severity: Literal["info", "warning", "critical"] = "critical" if event.action == "rollback" else "warning"
-            return Alert("breach", event.worker, f":rotating_light: {event.guard} breached on {event.worker} "
-                         f"({event.action}): {event.detail}", self.clock(), guard=event.guard, action=event.action,
-                         severity=severity, fields={"value": event.value, "threshold": event.threshold})
+            if self.defer is not None and self.defer(event):
+                return None
+            return self.breach_alert(event)
         if isinstance(event, GuardState) and event.state == "ok" and (event.worker, event.guard) in self._breached:
             self._breached.discard((event.worker, event.guard))
             return Alert("recovery", event.worker, f":white_check_mark: {event.guard} on {event.worker} recovered: "

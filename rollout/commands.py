@@ -1,22 +1,48 @@
-"""The CLI's commands, each ``async def cmd_NAME(args, console) -> exit code``."""
+"""The CLI's commands, each ``async def cmd_NAME(args, console) -> exit code`` (codes: :mod:`rollout.exits`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import socket
+import sys
 import time
 from pathlib import Path
 
+import anyio
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from .durations import format_duration
-from .errors import UsageError
-from .journal import Journal, latest_changes
+from .errors import LockHeld, UsageError, WranglerError
+from .exits import EXIT_OK, EXIT_PREFLIGHT, EXIT_ROLLBACK_FAILED, EXIT_USAGE
+from .journal import Change, Journal, RolloutRecord, latest_changes, pick_last_run, rollback_done, rolled_back_to
+from .lock import hold_locks, locks_held_by, process_alive
 from .plan import load_plan
 from .runner import RunOptions, run_plan
 from .target import Target
 from .wrangler import Wrangler
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+async def _confirm(console: Console, question: str, no_terminal: str) -> bool:
+    """Ask ``question [y/N]`` on the terminal; the answer is read without blocking the event loop.
+
+    Raises:
+        UsageError: stdin is not a terminal (``no_terminal`` says what to pass instead): nobody can answer,
+            and a read would only meet the end of input.
+    """
+    from ._stdin import stdin_lines
+
+    if not _stdin_is_terminal():
+        raise UsageError(f"stdin is not a terminal: {no_terminal}")
+    console.print(f"{question} [y/N] ", end="", markup=False, highlight=False)
+    answer = await stdin_lines().next()
+    return answer is not None and answer.strip().lower() in {"y", "yes"}
 
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -83,18 +109,41 @@ def _is_command(line: str) -> bool:
         ("./", "/"))
 
 
+def runner_state(record: RolloutRecord) -> tuple[str, str]:
+    """``(state, text)`` of a rollout with no end: ``running`` while its runner still holds one of its
+    locks or is alive, ``killed`` when its pid is gone, ``unknown`` when this machine cannot tell."""
+    pid = record.pid
+    if pid is None:
+        return "unknown", "running or killed (no pid recorded)"
+    if record.host and record.host != socket.gethostname():
+        return "unknown", f"running or killed (pid {pid} on {record.host}: cannot tell from here)"
+    if locks_held_by(pid) or process_alive(pid, record.started):
+        return "running", f"running (pid {pid})"
+    return "killed", f"killed (pid {pid} gone)"
+
+
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     if not args.journal.exists():
         console.print(f"no journal at {args.journal}: no rollout has run from this directory", markup=False)
         return 0
     async with Journal(args.journal) as journal:
         records = await journal.rollouts(args.n)
+        pick = await pick_last_run(journal)
         table = Table(title=f"last rollouts ({args.journal})", title_justify="left")
         for column in ("id", "plan", "target", "started", "duration", "outcome", "changed"):
             table.add_column(column)
         for record in records:
             changes = latest_changes(await journal.changes(record.id))
-            outcome = record.outcome or ("running or killed" if record.ended is None else "?")
+            if record.ended is not None:
+                outcome = record.outcome or "?"
+            else:
+                state, outcome = await anyio.to_thread.run_sync(runner_state, record)  # reads /proc
+                if state == "killed" and record.mode == "run":
+                    undone = await rolled_back_to(journal, record.id)
+                    if pick.record is not None and pick.record.id == record.id:
+                        outcome += ": run `rollout rollback --last` to undo what it changed"
+                    elif changes and all(undone.get(c.worker) == c.before for c in changes if c.before):
+                        outcome += "; rolled back and verified since"
             duration = format_duration(record.ended - record.started) if record.ended else "–"
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
             changed = ", ".join(f"{c.worker} {c.before}→{c.after or '?'}" for c in changes) or "–"
@@ -109,29 +158,49 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
+    """Roll back what the last run changed that is not rolled back and verified yet, under the workers' lock.
+
+    Exit 0 every rollback verified; 3 one is not; 2 nothing done (refused: a live runner holds the lock,
+    nobody to ask, or the answer was no).
+    """
     if not args.journal.exists():
         raise UsageError(f"no journal at {args.journal}: nothing to roll back")
     async with Journal(args.journal) as journal:
-        records = await journal.rollouts(1, mode="run")
-        if not records:
+        pick = await pick_last_run(journal)
+        if pick.empty:
             raise UsageError("the journal has no rollout")
-        record = records[0]
-        changes = [c for c in latest_changes(await journal.changes(record.id)) if c.before]
-    if not changes:
-        console.print(f"rollout {record.id} changed nothing: nothing to roll back", markup=False)
-        return 0
-    api_base = args.api_base or record.api_base
-    if record.target == "simulator" and not api_base:
-        raise UsageError("the last rollout ran against a simulator; pass --api-base URL")
-    target = Target.from_api_base(api_base) if api_base else Target.cloudflare()
-    console.print(f"rollout {record.id} ({record.plan}) changed:", markup=False)
-    for change in changes:
-        console.print(f"  {change.worker}: {change.before} → {change.after or '(deploy in progress)'}", markup=False)
-    if not args.yes:
-        answer = console.input(escape("roll all of them back, newest first? [y/N] "))
-        if answer.strip().lower() not in {"y", "yes"}:
-            console.print("nothing done", markup=False)
-            return 2
+        for skipped, why in pick.skipped:
+            console.print(f"skipped rollout {skipped.id} ({skipped.plan}): {why}", markup=False, highlight=False)
+        record = pick.record
+        if record is None:
+            console.print("no rollout in the journal has changes left to roll back: nothing to do", markup=False)
+            return EXIT_OK
+        changes = pick.changes
+        api_base = args.api_base or record.api_base
+        if record.target == "simulator" and not api_base:
+            raise UsageError(f"rollout {record.id} ran against a simulator; pass --api-base URL")
+        target = Target.from_api_base(api_base) if api_base else Target.cloudflare()
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+        console.print(f"picked rollout {record.id} ({record.plan}, started {started}, "
+                      f"{record.outcome or 'no end recorded'}), which changed:", markup=False, highlight=False)
+        for change in changes:
+            console.print(f"  {change.worker}: {change.before} → {change.after or '(deploy in progress)'}",
+                          markup=False, highlight=False)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(hold_locks(
+                    [c.worker for c in changes], env=target.env, plan=f"rollback --last of {record.id}"))
+            except LockHeld as exc:  # a live runner (or a watch that rolls back) owns the worker: hands off
+                raise LockHeld(f"not rolling back: {exc}") from None
+            if not args.yes and not await _confirm(console, "roll all of them back, newest first?",
+                                                   "pass --yes to roll back without asking"):
+                console.print("nothing done", markup=False)
+                return EXIT_USAGE
+            return await _roll_back(args, console, journal, record, changes, target)
+
+
+async def _roll_back(args: argparse.Namespace, console: Console, journal: Journal, record: RolloutRecord,
+                     changes: list[Change], target: Target) -> int:
     run_dir = args.journal.parent
     plan_dir = Path(record.plan_path).parent if record.plan_path else None
     wrangler = Wrangler.for_project(plan_dir, target.env, run_dir / "wrangler")
@@ -139,12 +208,22 @@ async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
     for change in reversed(changes):
         assert change.before is not None
         result = await wrangler.rollback(change.worker, change.before, f"rollout: rollback --last of {record.id}")
-        state = await wrangler.deployment_status(change.worker)
-        verified = state.sole_version == change.before
+        try:
+            state = await wrangler.deployment_status(change.worker)
+            verified = state.sole_version == change.before
+            seen = f"active {state.versions}"
+        except WranglerError as exc:  # the rollback may have taken: unverified, never "nothing changed"
+            verified, seen = False, f"cannot read the deployment ({str(exc)[:160]})"
         failed |= not verified
-        note = "verified" if verified else f"NOT verified: active {state.versions}; {result.error_text[:200]}"
+        note = ("verified" if verified else
+                f"NOT verified: {seen}; {result.error_text[:200]}; by hand: "
+                f"`wrangler rollback {change.before} --name {change.worker} -y`")
+        with anyio.CancelScope(shield=True):
+            await journal.append(record.id, [rollback_done(
+                change.worker, change.after, change.before, verified, f"rollout rollback --last: {note}",
+                time.time())])
         console.print(f"{change.worker} → {change.before}: {note}", markup=False, highlight=False)
-    return 3 if failed else 0
+    return EXIT_ROLLBACK_FAILED if failed else EXIT_OK
 
 
 async def cmd_watch(args: argparse.Namespace, console: Console) -> int:
@@ -155,6 +234,8 @@ async def cmd_watch(args: argparse.Namespace, console: Console) -> int:
         duration, blind, baseline = (parse_duration(v) for v in (args.duration, args.blind_alert, args.baseline))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    if not math.isfinite(duration) or duration <= 0:
+        raise UsageError(f"--for {args.duration}: a watch needs a finite time of more than 0 (e.g. 24h, 30m)")
     options = WatchOptions(
         workers=list(args.workers), duration_s=duration, guards_path=args.guards, plan_path=args.plan,
         rollback_on_breach=args.rollback_on_breach, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
@@ -201,7 +282,7 @@ async def cmd_record(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_preflight(args: argparse.Namespace, console: Console) -> int:
-    """``rollout preflight PLAN`` or ``rollout preflight --config wrangler.toml …``: 0 ok, 1 problems."""
+    """``rollout preflight PLAN`` or ``rollout preflight --config wrangler.toml …``: 0 ok, 7 problems."""
     from phases._preflight import Preflight, targets
 
     from .preflight import PreflightOptions, WorkerTarget, run_preflight
@@ -234,7 +315,7 @@ async def cmd_preflight(args: argparse.Namespace, console: Console) -> int:
         console.print(f"preflight of {', '.join(w.name for w in workers)} against {target.name}", markup=False)
         result = await run_preflight(workers, wrangler, options)
     console.print(result.render(), markup=False, highlight=False, soft_wrap=True)
-    return 0 if result.ok else 1
+    return EXIT_OK if result.ok else EXIT_PREFLIGHT
 
 
 async def cmd_unlock(args: argparse.Namespace, console: Console) -> int:
@@ -258,13 +339,10 @@ async def cmd_unlock(args: argparse.Namespace, console: Console) -> int:
         holder = lock.read_holder()
         console.print(f"{lock.worker}: " + (f"held by {holder.describe()}" if holder else "no owner recorded")
                       + f" ({lock.path})", markup=False, highlight=False)
-    if not args.yes:
-        from rich.markup import escape
-
-        answer = console.input(escape(f"remove the lock of {', '.join(args.workers)}? [y/N] "))
-        if answer.strip().lower() not in {"y", "yes"}:
-            console.print("nothing done", markup=False)
-            return 2
+    if not args.yes and not await _confirm(console, f"remove the lock of {', '.join(args.workers)}?",
+                                           "pass --yes to remove the lock without asking"):
+        console.print("nothing done", markup=False)
+        return EXIT_USAGE
     for lock in locks:
         console.print(f"{lock.worker}: {'removed' if lock.break_lock() else 'was not locked'}", markup=False)
     if args.account:

@@ -3,11 +3,16 @@
 Each write is one transaction, so ``rollout status`` and ``rollout rollback --last`` work even after
 the runner was killed with SIGKILL: a deploy's "before" version is written before the deploy runs.
 Calls go through a worker thread (``anyio.to_thread``) so the event loop never blocks on disk.
+
+A rollout records its runner's pid and host, so ``rollout status`` tells a running rollout from a killed
+one; ``rollout rollback --last`` appends its verified rollbacks to the rolled-back rollout's events, so
+:func:`pick_last_run` skips a rollout whose changes are rolled back and verified.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -17,14 +22,15 @@ from typing import Any
 
 import anyio
 
-from .bus import EngineEvent
+from .bus import EngineEvent, RollbackDone
 
 DEFAULT_JOURNAL = Path(".rollout") / "journal.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
     id TEXT PRIMARY KEY, plan TEXT NOT NULL, plan_path TEXT, target TEXT, api_base TEXT, edge_url TEXT,
-    started REAL NOT NULL, ended REAL, outcome TEXT, exit_code INTEGER, pid INTEGER, mode TEXT DEFAULT 'run'
+    started REAL NOT NULL, ended REAL, outcome TEXT, exit_code INTEGER, pid INTEGER, mode TEXT DEFAULT 'run',
+    host TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL,
@@ -60,6 +66,8 @@ class RolloutRecord:
     exit_code: int | None
     pid: int | None
     mode: str
+    #: the machine the runner ran on (None in journals written before it was recorded)
+    host: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,13 @@ class Journal:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(rollouts)")}
+        if "host" not in columns:  # a journal from before hosts were recorded
+            try:
+                db.execute("ALTER TABLE rollouts ADD COLUMN host TEXT")
+            except sqlite3.OperationalError as exc:  # another process added it first
+                if "duplicate column" not in str(exc):
+                    raise
         self._db = db
         return self
 
@@ -132,11 +147,13 @@ class Journal:
     # -- writes ----------------------------------------------------------------------------------
     async def start_rollout(
         self, rollout_id: str, plan: str, plan_path: str | None, target: str, api_base: str | None,
-        edge_url: str | None, started: float, pid: int, mode: str = "run",
+        edge_url: str | None, started: float, pid: int, mode: str = "run", host: str | None = None,
     ) -> None:
-        sql = ("INSERT INTO rollouts (id, plan, plan_path, target, api_base, edge_url, started, pid, mode) "
-               "VALUES (?,?,?,?,?,?,?,?,?)")
-        params = (rollout_id, plan, plan_path, target, api_base, edge_url, started, pid, mode)
+        """Record a rollout (or watch) as started by process ``pid`` on ``host`` (default: this machine)."""
+        sql = ("INSERT INTO rollouts (id, plan, plan_path, target, api_base, edge_url, started, pid, mode, host) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?)")
+        params = (rollout_id, plan, plan_path, target, api_base, edge_url, started, pid, mode,
+                  host or socket.gethostname())
         await anyio.to_thread.run_sync(self._tx, [(sql, params)])
 
     async def append(self, rollout_id: str, events: Sequence[EngineEvent]) -> None:
@@ -171,8 +188,8 @@ class Journal:
         params: tuple[Any, ...] = (mode, limit) if mode else (limit,)
         rows = await anyio.to_thread.run_sync(
             self._query,
-            "SELECT id, plan, plan_path, target, api_base, edge_url, started, ended, outcome, exit_code, pid, mode "
-            f"FROM rollouts {where} ORDER BY started DESC, rowid DESC LIMIT ?", params,
+            "SELECT id, plan, plan_path, target, api_base, edge_url, started, ended, outcome, exit_code, pid, mode, "
+            f"host FROM rollouts {where} ORDER BY started DESC, rowid DESC LIMIT ?", params,
         )
         return [RolloutRecord(*row) for row in rows]
 
@@ -206,6 +223,61 @@ class Journal:
             (since,),
         )
         return [{"worker": w, "hour_start": h, "requests": r, "errors": e, **json.loads(d)} for w, h, r, e, d in rows]
+
+
+async def rolled_back_to(journal: Journal, rollout_id: str) -> dict[str, str]:
+    """Per worker, the version a verified rollback of this rollout put back (by the run itself or by
+    ``rollout rollback --last``), from its ``RollbackDone`` events; the last one wins."""
+    done: dict[str, str] = {}
+    for event in await journal.events(rollout_id, kinds=("RollbackDone",)):
+        if event.get("verified") and event.get("worker") and event.get("to_version"):
+            done[str(event["worker"])] = str(event["to_version"])
+    return done
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackPick:
+    """What ``rollout rollback --last`` rolls back: the newest run whose changes are not all rolled back and
+    verified (``record``, and those ``changes``), and the newer runs it passed over, each with why."""
+
+    record: RolloutRecord | None
+    changes: list[Change]
+    skipped: list[tuple[RolloutRecord, str]]
+    #: the journal holds no run at all
+    empty: bool = False
+
+
+async def pick_last_run(journal: Journal, limit: int = 100) -> RollbackPick:
+    """The run ``rollout rollback --last`` rolls back (see :class:`RollbackPick`).
+
+    A run is passed over when it changed nothing that has a version to go back to, when it ended
+    ``rolled_back`` (the engine verified its rollback), or when every change has a verified rollback to
+    its version before in the run's events.  A run with some changes still live is picked with those.
+    """
+    records = await journal.rollouts(limit, mode="run")
+    skipped: list[tuple[RolloutRecord, str]] = []
+    for record in records:
+        changes = [c for c in latest_changes(await journal.changes(record.id)) if c.before]
+        if not changes:
+            skipped.append((record, "changed nothing"))
+            continue
+        if record.outcome == "rolled_back":
+            skipped.append((record, "rolled back and verified"))
+            continue
+        done = await rolled_back_to(journal, record.id)
+        left = [c for c in changes if done.get(c.worker) != c.before]
+        if not left:
+            skipped.append((record, "rolled back and verified"))
+            continue
+        return RollbackPick(record, left, skipped)
+    return RollbackPick(None, [], skipped, empty=not records)
+
+
+def rollback_done(worker: str, from_version: str | None, to_version: str, verified: bool, detail: str,
+                  at: float) -> RollbackDone:
+    """The event ``rollout rollback --last`` appends to the rolled-back rollout."""
+    return RollbackDone(worker=worker, from_version=from_version, to_version=to_version, attempts=1,
+                        verified=verified, detail=detail, at=at)
 
 
 def latest_changes(changes: Sequence[Change]) -> list[Change]:

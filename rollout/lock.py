@@ -281,3 +281,74 @@ async def hold_locks(workers: Sequence[str], *, env: dict[str, str] | Any, plan:
                 lock.release()
             if own_http and client is not None:
                 await client.aclose()
+
+
+# -- is a runner still there? (for ``rollout status``) -----------------------------------------------------
+def _proc_flocks() -> dict[tuple[int, int], set[int]] | None:
+    """``(device, inode) → pids`` of every flock on this machine (Linux ``/proc/locks``); None elsewhere."""
+    try:
+        text = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    out: dict[tuple[int, int], set[int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":  # "->": a waiter, not a holder
+            continue
+        try:
+            pid = int(parts[4])
+            major, minor, inode = parts[5].split(":")
+            device = os.makedev(int(major, 16), int(minor, 16))
+            out.setdefault((device, int(inode)), set()).add(pid)
+        except ValueError:
+            continue
+    return out
+
+
+def locks_held_by(pid: int, directory: Path | None = None) -> list[Holder] | None:
+    """The rollout locks on this machine that process ``pid`` holds right now: its owner record names it and
+    the kernel still has its flock on the file.  None when this system cannot tell (no ``/proc/locks``)."""
+    flocks = _proc_flocks()
+    if flocks is None:
+        return None
+    folder = directory or lock_dir()
+    host = socket.gethostname()
+    held: list[Holder] = []
+    for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
+        holder = LocalLock.at(path, "").read_holder()
+        if holder is None or holder.pid != pid or holder.host != host:
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if pid in flocks.get((stat.st_dev, stat.st_ino), set()):
+            held.append(holder)
+    return held
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Whether ``pid`` is a live process on this machine (not a zombie), and — when ``started`` is given and
+    the system says when the process began — one that began before ``started`` (so not a reused pid)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent: gone
+            return False
+        if started is not None:
+            boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                        if line.startswith("btime "))
+            began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            if began > started + 5.0:  # 5 s slack: btime is whole seconds, clocks drift
+                return False
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    return True

@@ -9,18 +9,24 @@ signals), the guards judged by a :class:`GuardBoard` (shared logic the engine ca
 * webhook alerts (:mod:`rollout.alerts`) on breach, recovery, long blind spells and rollback;
 * with ``rollback_on_breach``, a rollback of the breached worker to its previous 100% version (read from
   ``wrangler deployments list --json``), verified with ``deployments status``; at most once per worker.
+  Such a watch holds the rollout lock of the workers it may roll back (:func:`rollout.lock.hold_locks`), so
+  a ``rollout run`` or ``rollout rollback`` of them is refused while it runs, and it is refused while one
+  of them runs.  Without it a watch changes nothing and takes no lock; a rollback guard's breach then
+  alerts "alert — not rolled back" with the exact ``wrangler rollback`` command.
 
-Exit codes: 0 no rollback-guard breach, 1 breached (and rolled back when asked), 3 a rollback failed.
+Exit codes (:mod:`rollout.exits`): 0 no rollback-guard breach, 1 rolled back and verified, 3 a rollback failed
+or is unverified, 6 a rollback guard breached and the watch alerted without rolling back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,11 +54,13 @@ from .bus import (
     WorkerStats,
 )
 from .clock import Clock, SystemClock
-from .errors import UsageError, WranglerError
+from .errors import LockHeld, UsageError, WranglerError
 from .events import TailEvent
+from .exits import EXIT_ALERTED, EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK
 from .guards import Guard, default_guards
 from .hourly import HourlyRecorder, HourSummary
 from .journal import DEFAULT_JOURNAL, Journal
+from .lock import hold_locks
 from .metrics import Metrics, MetricsServer, Totals
 from .monitor import Monitor, Source
 from .rollback import rollback_and_verify
@@ -61,11 +69,10 @@ from .sources import SourceStatus, WranglerTailSource
 from .target import Target
 from .wrangler import Wrangler
 
-__all__ = ["GuardBoard", "WatchOptions", "WatchResult", "Watcher", "load_guards", "previous_version", "run_watch"]
+__all__ = ["EXIT_ALERTED", "EXIT_OK", "EXIT_ROLLBACK_FAILED", "EXIT_ROLLED_BACK", "GuardBoard", "WatchOptions",
+           "WatchResult", "Watcher", "load_guards", "manual_rollback_hint", "previous_version", "run_watch"]
 
 logger = logging.getLogger("rollout.watch")
-
-EXIT_OK, EXIT_BREACHED, EXIT_ROLLBACK_FAILED = 0, 1, 3
 
 
 # -- the guard board: shared by watch (and, when wired, by the engine) ---------------------------------
@@ -187,6 +194,16 @@ def pick_previous(deployments: Sequence[Mapping[str, object]]) -> tuple[str | No
     return current, None
 
 
+def manual_rollback_hint(worker: str, previous: str | None, why_unknown: str = "") -> str:
+    """What a person runs to roll ``worker`` back by hand: the exact command when the previous version is
+    known, else how to find it."""
+    if previous:
+        return f"to roll back: `wrangler rollback {previous} --name {worker} -y`"
+    because = f" ({why_unknown})" if why_unknown else ""
+    return (f"no previous version found{because}: pick one with `wrangler deployments list --name {worker}`, "
+            f"then `wrangler rollback <version> --name {worker} -y`")
+
+
 # -- the watcher ---------------------------------------------------------------------------------------
 SourceFactory = Callable[[str], Source]
 
@@ -216,9 +233,15 @@ class Watcher:
         self.hourly = HourlyRecorder(options.workers, grace_s=options.hour_grace_s)
         self.hours: list[HourSummary] = []
         self.rollbacks: list[RollbackDone] = []
-        self._tracker = AlertTracker(self.clock.now)
         self._rolled_back: set[str] = set()
         self._pending_rollbacks: list[tuple[str, Breach]] = []
+        #: rollback-guard breaches this watch does not roll back: alerted once the previous version is known
+        self._alert_only: dict[int, Breach] = {}
+        self._pending_alerts: list[Breach] = []
+        self._alerts_running = 0
+        #: per worker, the rollback hint of its last alert-only breach (for the summary)
+        self._hints: dict[str, str] = {}
+        self._tracker = AlertTracker(self.clock.now, defer=lambda breach: id(breach) in self._alert_only)
         self._seen_at_tick: dict[str, int] = {}
         self._monitor_states: dict[str, tuple[bool, int]] = {}
         self._blind_alerted: dict[str, float] = {}
@@ -256,10 +279,46 @@ class Watcher:
 
     def _on_breach(self, guard: Guard, breach: Breach) -> None:
         self.hourly.note_breach(breach.worker, breach.event_time or self.clock.now())
-        if (guard.action == "rollback" and self.options.rollback_on_breach
-                and breach.worker not in self._rolled_back):
+        if guard.action != "rollback":
+            return
+        if self.options.rollback_on_breach and breach.worker not in self._rolled_back:
             self._rolled_back.add(breach.worker)
             self._pending_rollbacks.append((breach.worker, breach))
+        else:  # the board published the breach just now; the observer sees it later and leaves it to us
+            self._alert_only[id(breach)] = breach
+            self._pending_alerts.append(breach)
+
+    def may_change(self) -> list[str]:
+        """The workers this watch may roll back: none without ``rollback_on_breach``."""
+        if not self.options.rollback_on_breach:
+            return []
+        return [w for w in self.options.workers
+                if any(g.action == "rollback" and self.board.applies(g, w) for g in self.board.guards)]
+
+    # -- alert without rolling back --------------------------------------------------------------------
+    async def _alert_not_rolled_back(self, breach: Breach) -> None:
+        """A rollback guard breached and this watch does not roll back: alert, with the exact command."""
+        worker = breach.worker
+        try:
+            why = ("one rollback per worker per watch, done already" if self.options.rollback_on_breach
+                   else "watch runs without --rollback-on-breach")
+            previous: str | None = None
+            unknown = ""
+            if self.wrangler is None:
+                unknown = "no wrangler to read deployments with"
+            else:
+                try:
+                    _, previous = await previous_version(self.wrangler, worker)
+                except WranglerError as exc:
+                    unknown = f"cannot read deployments of {worker}: {str(exc)[:160]}"
+            hint = manual_rollback_hint(worker, previous, unknown)
+            self._hints[worker] = hint
+            self.bus.publish(Message(level="warn", text=f"{breach.guard} on {worker}: alert — not rolled back "
+                                                        f"({why}); {hint}"))
+            self.alerts.send_nowait(self._tracker.breach_alert(breach, note=f"alert — not rolled back ({why})",
+                                                               hint=hint))
+        finally:
+            self._alerts_running -= 1
 
     # -- rollback ------------------------------------------------------------------------------------
     async def _rollback(self, worker: str, breach: Breach) -> None:
@@ -305,6 +364,9 @@ class Watcher:
             while self._pending_rollbacks:
                 worker, breach = self._pending_rollbacks.pop(0)
                 tg.start_soon(self._rollback, worker, breach)
+            while self._pending_alerts:
+                self._alerts_running += 1
+                tg.start_soon(self._alert_not_rolled_back, self._pending_alerts.pop(0))
             if anyio.current_time() - last_stats >= self.options.stats_interval_s:
                 last_stats = anyio.current_time()
                 for worker in self.monitors:
@@ -386,7 +448,32 @@ class Watcher:
                     self.alerts.send_nowait(alert)
 
     # -- the run -------------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _locks(self) -> AsyncIterator[None]:
+        """The rollout lock of every worker this watch may roll back (LockHeld names the holder)."""
+        workers = self.may_change()
+        if not workers:
+            yield
+            return
+        plan = "watch --rollback-on-breach: " + ", ".join(self.options.workers)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(hold_locks(workers, env=self.target.env, plan=plan))
+            except LockHeld as exc:
+                raise LockHeld(f"not watching with --rollback-on-breach: {exc} (a watch without "
+                               "--rollback-on-breach only alerts and takes no lock)") from None
+            yield
+
     async def run(self) -> WatchResult:
+        """Watch until the deadline; with ``rollback_on_breach``, under the lock of the workers it may roll back.
+
+        Raises:
+            LockHeld: a worker this watch may roll back is locked by a rollout (or by another such watch).
+        """
+        async with self._locks():
+            return await self._run()
+
+    async def _run(self) -> WatchResult:
         options = self.options
         started = self.clock.now()
         end = started + options.duration_s
@@ -416,7 +503,8 @@ class Watcher:
                 tg.start_soon(self._ticker, tg, end)
                 tg.start_soon(self._baseline, started)
                 while True:  # polled: the clock may be simulated; rollbacks in flight finish first
-                    if self.clock.now() >= end and not self._pending_rollbacks and not self._rollbacks_running():
+                    if (self.clock.now() >= end and not self._pending_rollbacks and not self._rollbacks_running()
+                            and not self._pending_alerts and not self._alerts_running):
                         break
                     await anyio.sleep(self.options.tick_s)
                 tg.cancel_scope.cancel()
@@ -467,14 +555,15 @@ class Watcher:
             outcome, code = "rollback_failed", EXIT_ROLLBACK_FAILED
             detail = "; ".join(f"{r.worker}: {r.detail}" for r in failed)
         elif self.rollbacks:
-            outcome, code = "rolled_back", EXIT_BREACHED
+            outcome, code = "rolled_back", EXIT_ROLLED_BACK
             first = rollback_breaches[0] if rollback_breaches else None
             detail = (f"{first.guard} on {first.worker}: {first.detail}; rolled back "
                       + ", ".join(f"{r.worker} → {r.to_version}" for r in self.rollbacks)) if first else "rolled back"
         elif rollback_breaches:
             first = rollback_breaches[0]
-            outcome, code = "breached", EXIT_BREACHED
-            detail = f"{first.guard} on {first.worker}: {first.detail} (alerted, not rolled back)"
+            outcome, code = "breached", EXIT_ALERTED
+            hint = self._hints.get(first.worker) or manual_rollback_hint(first.worker, None)
+            detail = f"{first.guard} on {first.worker}: {first.detail} (alert — not rolled back; {hint})"
         else:
             outcome, code = "ok", EXIT_OK
             detail = f"no rollback-guard breach in {ended - started:.0f}s" + (

@@ -63,7 +63,7 @@ def test_rollback_last_after_sigkill(workdir: Path, sim_process: Callable[..., A
     assert active(env, "cf-ssai") != before
     status = subprocess.run([*ROLLOUT, "status", "--no-tty"], cwd=workdir, env=runner_env, capture_output=True,
                             text=True, check=True)
-    assert "running or killed" in status.stdout
+    assert f"killed (pid {run.pid} gone)" in status.stdout
     result = subprocess.run([*ROLLOUT, "rollback", "--last", "--yes", "--no-tty", "--api-base",
                              env["CLOUDFLARE_API_BASE_URL"]], cwd=workdir, env=runner_env, capture_output=True,
                             text=True, timeout=120)

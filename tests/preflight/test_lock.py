@@ -97,14 +97,16 @@ def test_local_lock_is_exclusive_and_a_stale_one_is_taken_over(workdir: Path) ->
 
 
 def test_unlock_asks_and_removes(workdir: Path) -> None:
-    """`rollout unlock W` shows the holder and asks; `n` keeps the lock, --yes removes it."""
+    """`rollout unlock W` shows the holder; without a terminal it does not ask and keeps the lock (exit 2);
+    --yes removes it.  (Asking on a terminal: tests/engine/test_exit_codes.py.)"""
     lock = LocalLock(lock_scope({"CLOUDFLARE_API_BASE_URL": "x", "CLOUDFLARE_ACCOUNT_ID": "0" * 32}), "w")
     lock.acquire(Holder(4242, "ci-1", "p", None, time.time(), "w"))
     env = {**os.environ, "ROLLOUT_LOCK_DIR": str(workdir / "locks"), "CLOUDFLARE_ACCOUNT_ID": "0" * 32,
            "COLUMNS": "400"}
     asked = subprocess.run(rollout_argv("unlock", "w", "--sim"), input="n\n", capture_output=True, text=True,
                            env=env, cwd=workdir, timeout=30)
-    assert asked.returncode == 2 and "pid 4242 on ci-1" in asked.stdout and "[y/N]" in asked.stdout
+    assert asked.returncode == 2 and "pid 4242 on ci-1" in asked.stdout
+    assert "stdin is not a terminal: pass --yes" in asked.stdout and "Traceback" not in asked.stderr
     assert lock.path.exists()
     done = subprocess.run(rollout_argv("unlock", "w", "--sim", "--yes"), capture_output=True, text=True, env=env,
                           cwd=workdir, timeout=30)

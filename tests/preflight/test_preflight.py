@@ -100,14 +100,14 @@ async def test_artifacts_from_another_commit_show_both_shas(workdir: Path) -> No
 
 
 def test_all_three_reported_in_one_run_by_the_cli(workdir: Path) -> None:
-    """`rollout preflight --config … --sim` lists 10021, 10085 and the artifact SHAs together; exit 1."""
+    """`rollout preflight --config … --sim` lists 10021, 10085 and the artifact SHAs together; exit 7."""
     config = project(workdir, images="Images", built_from="f" * 40)
     head = git_repo(workdir)
     proc = subprocess.run(rollout_argv("preflight", "--config", str(config), "--sim", "--no-tty"),
                           env={**os.environ, "COLUMNS": "400"},
                           capture_output=True, text=True, timeout=120, cwd=workdir)
     out = proc.stdout
-    assert proc.returncode == 1, out + proc.stderr
+    assert proc.returncode == 7, out + proc.stderr  # EXIT_PREFLIGHT
     assert "[code 10021]" in out and 'to `type = "images"`' in out
     assert "[code 10085]" in out and "quoteviral-uploads" in out
     assert "f" * 40 in out and head in out

@@ -75,7 +75,7 @@ async def test_dead_webhook_counts_failures_and_monitoring_goes_on(workdir: Path
                     await anyio.sleep(0.002)
                 clock.advance(30)
     (result,) = results
-    assert result.exit_code == 1  # a rollback guard breached; without --rollback-on-breach: alert only
+    assert result.exit_code == 6  # a rollback guard breached; without --rollback-on-breach: alert only
     assert result.outcome == "breached"
     assert result.rollbacks == ()
     (summary,) = result.workers

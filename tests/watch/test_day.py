@@ -115,7 +115,7 @@ async def test_simulated_day(workdir: Path) -> None:
     last_breach = max(i for i, e in enumerate(states) if e.state == "breach")
     assert any(e.state == "ok" for e in states[last_breach:]), "the churn guard did not recover"
     assert not [b for b in result.breaches if b.guard == "error_rate"]
-    assert result.exit_code == 1 and result.outcome == "breached"  # alert only: no --rollback-on-breach
+    assert result.exit_code == 6 and result.outcome == "breached"  # alert only: no --rollback-on-breach
     assert not any(isinstance(e, Breach) and e.guard == "error_rate" for e in bus.history)
     # every hourly drop reconnected
     # a tail lives an hour plus the reconnect gap, so a day holds 22-23 drops; each one reconnected

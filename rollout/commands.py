@@ -74,11 +74,12 @@ async def _run_and_summarise(options: RunOptions, console: Console) -> int:
     if outcome.fault_to_verified_s is not None:
         console.print(f"fault onset → rollback verified: {outcome.fault_to_verified_s:.1f} s", markup=False,
                       highlight=False)
-    if result.exit_code == 3:
-        console.print(
-            "ROLLBACK NOT VERIFIED. Check by hand: `wrangler deployments status --name WORKER`; roll back with "
-            "`wrangler rollback VERSION --name WORKER -y` (versions are in report.json under rollbacks).",
-            style="bold red", markup=False)
+    if result.left_live:
+        console.print("ROLLBACK NOT VERIFIED: act by hand, newest first:", style="bold red", markup=False)
+        for item in result.left_live:
+            console.print(item.line(), markup=False, highlight=False, soft_wrap=True)
+            console.print(f"    then check: wrangler deployments status --name {item.worker}", markup=False,
+                          highlight=False, soft_wrap=True)
     console.print(f"outcome: {result.outcome} (exit {result.exit_code}) — {result.detail}", markup=False,
                   highlight=False)
     return result.exit_code

@@ -33,6 +33,8 @@ class Worker:
             (e.g. ``["npm", "run", "deploy:manifest"]``); default ``wrangler deploy --config CONFIG``.
         cwd: where to run the deploy command (default: the config's folder).
         watch: monitor this worker's tail (default True).
+        new: this rollout creates the worker (it does not exist yet); otherwise a worker that does not exist
+            stops the run before anything changes (a typo'd name).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Worker:
     deploy_command: tuple[str, ...] | None = None
     cwd: str | Path | None = None
     watch: bool = True
+    new: bool = False
     defined_at: tuple[str, int] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +71,11 @@ class Plan:
         baseline: how long to measure the workers before the first deploy (e.g. ``"30s"``).
         recovery: how long to keep watching after a rollback for the guard to recover.
         lock: ``"local"`` (a lock file on this machine) or ``"account"`` (a KV record as well).
+        evidence_wait: how long a bake goes on past its time while a rollback guard is not yet judged ok
+            (inconclusive, no data, blind); then the phase fails and what changed is rolled back.
+        baseline_requests: the requests each worker's baseline must hold (default: the largest
+            ``min_samples`` of the guards, at least 30); the baseline goes on until it has them.
+        baseline_max: the longest the baseline goes on waiting for those requests.
     """
 
     name: str
@@ -77,6 +85,9 @@ class Plan:
     baseline: str | float = "30s"
     recovery: str | float = "60s"
     lock: str = "local"
+    evidence_wait: str | float = "5m"
+    baseline_requests: int | None = None
+    baseline_max: str | float = "3m"
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +124,13 @@ class Plan:
         _check.expect_duration(self.baseline, "Plan(baseline=...)", where=self._at(where, "baseline"))
         _check.expect_duration(self.recovery, "Plan(recovery=...)", where=self._at(where, "recovery"))
         _check.expect_choice(self.lock, ("local", "account"), "Plan(lock=...)", self._at(where, "lock"))
+        _check.expect_duration(self.evidence_wait, "Plan(evidence_wait=...)", where=self._at(where, "evidence_wait"))
+        _check.expect_duration(self.baseline_max, "Plan(baseline_max=...)", where=self._at(where, "baseline_max"))
+        if self.baseline_requests is not None and (not isinstance(self.baseline_requests, int)
+                                                   or isinstance(self.baseline_requests, bool)
+                                                   or self.baseline_requests < 0):
+            _check.fail("Plan(baseline_requests=...) must be a whole number of requests >= 0, got "
+                        f"{_check.describe(self.baseline_requests)}", self._at(where, "baseline_requests"))
         self.validate()
 
     def _items(self, label: str, where: _check.Where) -> tuple[Any, ...]:
@@ -140,6 +158,21 @@ class Plan:
     @property
     def recovery_s(self) -> float:
         return parse_duration(self.recovery)
+
+    @property
+    def evidence_wait_s(self) -> float:
+        return parse_duration(self.evidence_wait)
+
+    @property
+    def baseline_max_s(self) -> float:
+        return parse_duration(self.baseline_max)
+
+    @property
+    def baseline_need(self) -> int:
+        """Requests each worker's baseline must hold before it ends (unless ``baseline_max`` passes)."""
+        if self.baseline_requests is not None:
+            return self.baseline_requests
+        return max([30, *(int(getattr(g, "min_samples", 0)) for g in self.guards)])
 
     def worker(self, name: str) -> Worker:
         for worker in self.workers:

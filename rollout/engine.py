@@ -390,6 +390,8 @@ class Engine:
         failure: PhaseFailed | None = None
         with anyio.CancelScope() as scope:
             self._stop_scope = scope
+            if self.stop_reason is not None:  # stopped (a signal) before the phases began
+                scope.cancel()
             await self._measure_baseline()
             for index, phase in enumerate(self.plan.steps):
                 current = index
@@ -524,7 +526,10 @@ class Engine:
                         self._count_totals(monitor, self.metrics)
                     tg.start_soon(self._supervised, f"the monitor of {worker}", monitor.run)
                 tg.start_soon(self._supervised, "the stats ticker", self._ticker)
-                refusal = await self._check_before_change()  # while the tails connect
+                with anyio.CancelScope() as checking:  # a signal now stops the checks, and then the run
+                    self._stop_scope = checking
+                    refusal = await self._check_before_change()  # while the tails connect
+                self._stop_scope = None
                 if refusal is not None:
                     tg.cancel_scope.cancel()
                     with anyio.CancelScope(shield=True):

@@ -282,3 +282,32 @@ def test_a_gate_asks_again_on_an_unknown_answer_and_says_what_no_does(
         term.close()
     assert code == 0, out[-3000:]
     assert active(sim.env) != before
+
+
+def test_sigterm_before_any_change_stops_with_143_and_changes_nothing(
+        workdir: Path, sim_process: Callable[..., Any]) -> None:
+    """SIGTERM while the baseline is measured: nothing was deployed, nothing is rolled back, exit 143."""
+    plan = write_plan(workdir, 'Deploy(app), Watch("1s")')
+    plan.write_text(plan.read_text().replace('baseline="2s"', 'baseline="60s"'))
+    sim = sim_process(str(write_scenario(workdir)))
+    count = versions(sim.env)
+    proc = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--no-tty"], cwd=workdir,
+                            env=run_env(workdir, sim.env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while "measuring baseline" not in seen:
+            line = proc.stdout.readline()
+            assert line, seen
+            seen += line
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, seen + out
+    assert "nothing was changed" in out
+    assert "wrangler rollback" not in (workdir / ".rollout" / "rollout.log").read_text()
+    assert versions(sim.env) == count

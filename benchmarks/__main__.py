@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import e2e, ingest, latency, memory
+from . import demos, e2e, ingest, latency, memory
 from .synth import generate
 
 TARGETS = {"ingest_vs_jq": 10.0, "p99_ms": 100.0, "rss_mb": 64.0, "e2e_s": 15.0}
@@ -39,7 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, help="simulated hours for the memory run (default 2; 24 = full)")
     parser.add_argument("--trials", type=int, help="detection latency trials (default 100)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["ingest", "latency", "memory", "e2e"])
+    parser.add_argument("--demos", type=int, metavar="N",
+                        help="only run each demo scenario N times: baselines with requests, bakes on evidence")
     args = parser.parse_args(argv)
+    if args.demos:
+        print(f"machine: {_machine()}")
+        demos.main(["bad-release", "healthy", "churn-storm"], args.demos)
+        return 0
     events = min(args.events, 20_000) if args.quick else args.events
     hours = args.hours if args.hours is not None else (0.01 if args.quick else 2.0)
     trials = args.trials if args.trials is not None else (10 if args.quick else 100)

@@ -18,7 +18,7 @@ import anyio
 
 from rollout.sim._clock import SimClock
 from rollout.sim._faults import FaultInjector
-from rollout.sim._http import Request, Response
+from rollout.sim._http import Request, Response, bearer_matches
 from rollout.sim._resources import (
     deployment_json,
     script_json,
@@ -134,6 +134,8 @@ class Api(StorageRoutes):
         self.calls: list[ApiCall] = []
         self.on_change: Callable[[Worker], Awaitable[None]] | None = None
         self.on_tail_delete: Callable[[str], None] | None = None
+        #: when set, every call must carry ``Authorization: Bearer <token>`` (else 401, code 10000)
+        self.token: str | None = None
         self._routes = [(m, re.compile(p + r"/?"), op, getattr(self, h)) for m, p, op, h in _ROUTE_TABLE]
         self._fresh_uploads: set[str] = set()
         #: the last operation per worker, and the workers a ``wrangler deploy`` is running for
@@ -156,7 +158,7 @@ class Api(StorageRoutes):
             self._track(name.group(1), op)
         line = f"{request.method} {path}{'?' + query if query else ''} -> {status}"
         detail = f" [{op}{'/' + command if command else ''}{f', code {code}' if code else ''}]"
-        if op == "unknown":
+        if op == "unknown" and status == 404:
             logger.warning("API %s: not implemented by the simulator", line)
         else:
             logger.info("API %s%s", line, detail)
@@ -422,9 +424,15 @@ class Api(StorageRoutes):
             names.add(self._deployment_kind(worker, versions, consume=False))
         return names
 
+    def _authorised(self, request: Request) -> bool:
+        return self.token is None or bearer_matches(request.headers.get("authorization"), self.token)
+
     async def handle(self, request: Request) -> Response:
         path = request.path[len(API_PREFIX):] or "/"
         found = self.match(request.method, path)
+        if not self._authorised(request):
+            self.record(request, found[0] if found else "unknown", "unauthenticated", 401, 10000)
+            return error_response(401, 10000, "Authentication error")
         if found is None:
             self.record(request, "unknown", None, 404, 7003)
             return error_response(

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import ByteStream
 
+from rollout.sim._http import CONNECTION_ERRORS, SEND_TIMEOUT
+
 logger = logging.getLogger("rollout.sim")
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -154,10 +156,14 @@ class WebSocket:
 
     :meth:`receive` answers pings and close frames itself and returns whole messages.  Sending is
     serialised with a lock, so a writer task and the reader's pong never interleave frames.
+
+    A send that does not complete within ``send_timeout`` seconds (the peer stopped reading and the
+    socket buffers are full) raises :class:`TimeoutError`; any failed send marks the socket closed.
     """
 
-    def __init__(self, stream: ByteStream, initial: bytes = b"") -> None:
+    def __init__(self, stream: ByteStream, initial: bytes = b"", *, send_timeout: float = SEND_TIMEOUT) -> None:
         self._stream = stream
+        self.send_timeout = send_timeout
         self._parser = FrameParser()
         self._pending: list[Frame] = self._parser.feed(initial) if initial else []
         self._send_lock = anyio.Lock()
@@ -209,8 +215,19 @@ class WebSocket:
                 raise WebSocketProtocolError(f"unexpected opcode {frame.opcode:#x}")
 
     async def send_frame(self, opcode: int, payload: bytes = b"") -> None:
-        async with self._send_lock:
-            await self._stream.send(encode_frame(opcode, payload))
+        """Send one frame.
+
+        Raises:
+            TimeoutError: the frame was not sent within ``send_timeout`` (the peer stopped reading).
+            anyio.BrokenResourceError, anyio.ClosedResourceError, OSError: the connection is gone.
+        """
+        try:
+            with anyio.fail_after(self.send_timeout):
+                async with self._send_lock:
+                    await self._stream.send(encode_frame(opcode, payload))
+        except CONNECTION_ERRORS:
+            self.closed = True
+            raise
 
     async def send_text(self, text: str) -> None:
         await self.send_frame(OP_TEXT, text.encode("utf-8"))
@@ -218,8 +235,8 @@ class WebSocket:
     async def _send_close(self, code: int, reason: str = "") -> None:
         try:
             await self.send_frame(OP_CLOSE, close_payload(code, reason))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+        except CONNECTION_ERRORS as exc:
+            logger.debug("WebSocket close frame not sent: %r", exc)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake; the reader sees the peer's echo and ends."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +18,23 @@ import anyio
 from anyio.abc import ByteStream, TaskGroup
 
 from rollout.errors import SimulatorError
-from rollout.sim._api import API_PREFIX, Api, ApiCall
+from rollout.sim._api import API_PREFIX, Api, ApiCall, envelope
 from rollout.sim._clock import SimClock
 from rollout.sim._edge import Edge
 from rollout.sim._faults import FaultInjector
-from rollout.sim._http import Request, Response, raw_response, serve
+from rollout.sim._http import (
+    DEFAULT_MAX_CONNECTIONS,
+    IDLE_TIMEOUT,
+    SEND_TIMEOUT,
+    ConnectionStats,
+    Limits,
+    Request,
+    Response,
+    Server,
+    bearer_matches,
+    ensure_file_limit,
+    raw_response,
+)
 from rollout.sim._state import State, Worker
 from rollout.sim._store import Store
 from rollout.sim._tail import TailHub, TailStats
@@ -73,23 +88,38 @@ class Simulator:
         speed: simulated time runs this many times faster than ``clock``.
         traffic_rate: generated requests per second per worker, overriding the scenario (0: none).
         allow_remote: allow a non-loopback ``host`` (the CLI sets it when ``--host`` is given).
+        require_token: check ``Authorization: Bearer <api_token>`` on every API call and tail socket,
+            with a random ``api_token``.  Default: only when ``host`` is not loopback (on loopback the
+            token is a fixed dummy nobody checks).
+        max_connections: simultaneous connections served; past it new ones are closed at once.  Lowered
+            when the open-file limit cannot be raised enough.
+        idle_timeout: seconds a keep-alive connection may send nothing before it is closed.
+        send_timeout: seconds a send may take before its connection is dropped (the client stopped
+            reading).  Together with the per-tail queue this bounds the memory a slow reader costs.
     """
 
     def __init__(
         self, scenario: str | Path | Scenario = "healthy", *, port: int = 0, host: str = "127.0.0.1",
         state_path: str | Path | None = None, clock: Callable[[], float] | None = None, speed: float = 1.0,
-        traffic_rate: float | None = None, allow_remote: bool = False,
+        traffic_rate: float | None = None, allow_remote: bool = False, require_token: bool | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
+        send_timeout: float = SEND_TIMEOUT,
     ) -> None:
         if not is_loopback(host) and not allow_remote:
             raise SimulatorError(
-                f"refusing to bind the simulator to {host}: it serves an unauthenticated API; "
-                "use 127.0.0.1, or pass --host explicitly to really bind elsewhere"
+                f"refusing to bind the simulator to {host}, beyond loopback: use 127.0.0.1, or pass --host "
+                "explicitly to really bind elsewhere (the API then needs the random token it prints)"
             )
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.host = host
         self.port = port
         self.account_id = DEFAULT_ACCOUNT_ID
-        self.api_token = DEFAULT_API_TOKEN
+        self.token_required = not is_loopback(host) if require_token is None else require_token
+        self.api_token = secrets.token_urlsafe(32) if self.token_required else DEFAULT_API_TOKEN
+        if max_connections < 1:
+            raise SimulatorError(f"max_connections must be at least 1, got {max_connections}")
+        self.limits = Limits(max_connections, idle_timeout, send_timeout)
+        self._server: Server | None = None
         self.clock = SimClock(clock, speed)
         self.state = State(self.clock.now)
         self._store = Store(Path(state_path)) if state_path is not None else None
@@ -98,6 +128,7 @@ class Simulator:
         faults = FaultInjector(self.scenario.api_faults, self.scenario.api_delay)
         self.api = Api(self.state, self.clock, faults, self.account_id, self._tail_url,
                        self.scenario.tail.expire_after)
+        self.api.token = self.api_token if self.token_required else None
         self._tg: TaskGroup | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -107,16 +138,24 @@ class Simulator:
             self.state.workers.update(await self._store.open())
             self.api.on_change = self._store.save
         await self._preseed()
+        cap = ensure_file_limit(self.limits.max_connections)
+        if cap != self.limits.max_connections:
+            self.limits = Limits(cap, self.limits.idle_timeout, self.limits.send_timeout)
+        self._server = Server(self, self.limits)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
-            self.port = await self._tg.start(serve, self, self.host, self.port)
+            self.port = await self._tg.start(self._server.run, self.host, self.port)
         except BaseException:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
             raise
         self._tg.start_soon(self.edge.run_traffic)
         logger.info("simulator up at %s (scenario %s)", self.api_base_url, self.scenario.name)
+        if not is_loopback(self.host):
+            logger.warning("simulator listening on %s port %d, beyond loopback: %s", self.host, self.port,
+                           "API calls and tails need the token" if self.token_required
+                           else "no token is checked (require_token=False)")
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -178,7 +217,8 @@ class Simulator:
 
     @property
     def _url_host(self) -> str:
-        host = self.host if is_loopback(self.host) else "127.0.0.1"
+        """The host for URLs: the bound address, or loopback when bound to every interface."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
         return f"[{host}]" if ":" in host else host
 
     @property
@@ -200,7 +240,20 @@ class Simulator:
 
     def _tail_url(self, request: Request, tail_id: str) -> str:
         host = request.headers.get("host") or f"{self._url_host}:{self.port}"
-        return f"ws://{host}{_TAIL_PREFIX}{tail_id}"
+        url = f"ws://{host}{_TAIL_PREFIX}{tail_id}"
+        # wrangler sends no Authorization on the tail socket: the URL is the capability, as on Cloudflare
+        return f"{url}?key={self._tail_key(tail_id)}" if self.token_required else url
+
+    def _tail_key(self, tail_id: str) -> str:
+        return hmac.new(self.api_token.encode(), tail_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _tail_authorised(self, request: Request, tail_id: str) -> bool:
+        if not self.token_required:
+            return True
+        if bearer_matches(request.headers.get("authorization"), self.api_token):
+            return True
+        key = request.query.get("key", [""])[0]
+        return hmac.compare_digest(key.encode(), self._tail_key(tail_id).encode())
 
     # --- state for tests and the demo ----------------------------------------------------------
 
@@ -237,6 +290,12 @@ class Simulator:
     def tail_stats(self) -> TailStats:
         return self.hub.stats()
 
+    def connection_stats(self) -> ConnectionStats:
+        """Connections accepted, open, the peak, and refused at the cap (zeros before the server starts)."""
+        if self._server is None:
+            return ConnectionStats(0, 0, 0, 0, self.limits.max_connections)
+        return self._server.stats()
+
     def served(self, worker: str) -> dict[str, int]:
         """Requests served per version id (generated and probes)."""
         return dict(self.edge.served.get(worker, {}))
@@ -254,6 +313,11 @@ class Simulator:
 
     async def websocket(self, request: Request, stream: ByteStream, leftover: bytes) -> None:
         tail_id = request.path[len(_TAIL_PREFIX):] if request.path.startswith(_TAIL_PREFIX) else ""
+        if not self._tail_authorised(request, tail_id):
+            logger.info("tail WebSocket %s refused: no valid token or key", request.path)
+            await stream.send(raw_response(401, "Unauthorized", [("content-type", "application/json")],
+                                           envelope(None, [{"code": 10000, "message": "Authentication error"}])))
+            return
         tail = self.state.tails.get(tail_id)
         if tail is None:
             logger.warning("WebSocket upgrade for unknown path %s refused", request.path)
@@ -265,4 +329,4 @@ class Simulator:
             await stream.send(raw_response(400, "Bad Request", [("content-type", "text/plain")], f"{exc}\n".encode()))
             return
         await stream.send(raw_response(101, "Switching Protocols", headers))
-        await self.hub.session(tail, WebSocket(stream, leftover))
+        await self.hub.session(tail, WebSocket(stream, leftover, send_timeout=self.limits.send_timeout))

@@ -311,3 +311,24 @@ def test_sigterm_before_any_change_stops_with_143_and_changes_nothing(
     assert "nothing was changed" in out
     assert "wrangler rollback" not in (workdir / ".rollout" / "rollout.log").read_text()
     assert versions(sim.env) == count
+
+
+def test_a_release_inside_the_line_is_not_rolled_back_by_a_thin_baseline(
+        workdir: Path, sim_process: Callable[..., Any]) -> None:
+    """v1 errs 4%, v2 7.5% (inside baseline + 5 points) and a short baseline: the baseline waits for its
+    tail and its requests, a breach must clear the baseline's own upper bound, so there is no (false)
+    breach; evidence of health accumulates over the bake."""
+    plan = write_plan(workdir, 'Deploy(app), Watch("20s")', plan_args='\n    evidence_wait="60s",')
+    plan.write_text(plan.read_text().replace('baseline="2s"', 'baseline="3s"'))
+    scenario = write_scenario(workdir, rate=60.0, v2="error_rate = 0.075\nerror_status = 500")
+    scenario.write_text(scenario.read_text().replace('''[[workers.greeter.routes]]''', '''[workers.greeter.behaviour]
+error_rate = 0.04
+error_status = 500
+
+[[workers.greeter.routes]]''', 1))
+    sim = sim_process(str(scenario))
+    done = rollout(workdir, sim, "run", str(plan), "--yes")
+    requests = [int(line.split(": ")[1].split()[0]) for line in done.stdout.splitlines() if "baseline greeter:" in line]
+    assert requests and requests[0] >= 30, done.stdout
+    assert "BREACH" not in done.stdout, done.stdout
+    assert done.returncode in (0, 1), done.stdout

@@ -19,6 +19,7 @@ from rich.console import Console
 from .bus import EngineEvent, EventBus
 from .context import AskFunction
 from .engine import Engine, EngineOptions, RunResult
+from .github import GitHubView, append_step_summary, in_github_actions
 from .journal import DEFAULT_JOURNAL, Journal
 from .lock import rollout_locks
 from .metrics import Metrics, MetricsServer
@@ -93,7 +94,9 @@ async def _discover_edge(target: Target) -> Target:
 
 
 def make_view(console: Console, tty: bool) -> View:
-    return LiveView(console) if tty and console.is_terminal else PlainView(console)
+    if tty and console.is_terminal:
+        return LiveView(console)
+    return GitHubView(console) if in_github_actions() else PlainView(console)
 
 
 async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
@@ -138,6 +141,10 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
             exit_code=result.exit_code, detail=result.detail, started=result.started, ended=result.ended,
             events=list(bus.history), migrations=migrations))
         files = await write_reports(report, options.report_dir)
+        if in_github_actions():
+            step_summary = append_step_summary(options.report_dir / "summary.md")
+            if step_summary is not None:
+                files.append(step_summary)
     timing = None
     if fault_onset is not None and result.rollback_verified_at is not None:
         timing = result.rollback_verified_at - fault_onset

@@ -332,3 +332,23 @@ error_status = 500
     assert requests and requests[0] >= 30, done.stdout
     assert "BREACH" not in done.stdout, done.stdout
     assert done.returncode in (0, 1), done.stdout
+
+
+def test_github_actions_gets_groups_annotations_and_the_step_summary(
+        workdir: Path, sim_process: Callable[..., Any]) -> None:
+    """GITHUB_ACTIONS=true: a ::group:: per phase, ::error:: for the breach, and summary.md appended to
+    $GITHUB_STEP_SUMMARY."""
+    plan = write_plan(workdir, 'Deploy(app), Watch("20s")')
+    sim = sim_process(str(write_scenario(workdir, v2=BAD_V2)))
+    summary = workdir / "step-summary.md"
+    summary.write_text("# earlier step\n")
+    env = {**run_env(workdir, sim.env), "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    done = subprocess.run([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--yes"], cwd=workdir, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stdout
+    lines = done.stdout.splitlines()
+    assert "::group::phase 1: deploy greeter" in lines
+    assert lines.count("::endgroup::") == 2
+    assert any(line.startswith("::error title=breach%3A error_rate on greeter::error rate") for line in lines)
+    text = summary.read_text()
+    assert text.startswith("# earlier step\n") and "greeter rollout" in text and "rolled back" in text

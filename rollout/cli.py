@@ -8,6 +8,7 @@ plan or refusal before any change, 3 rollback failed or unverified, 4 internal e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollout", description="Staged rollouts for Cloudflare Workers.")
+    parser.add_argument("--version", action="version", version=f"rollout {_version()}")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour on the terminal (default auto: off when NO_COLOR is set or not a terminal)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a rollout plan")
@@ -55,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status)
 
     rollback = sub.add_parser("rollback", help="roll back what a rollout changed")
-    rollback.add_argument("--last", action="store_true", required=True, help="the last rollout in the journal")
+    which = rollback.add_mutually_exclusive_group(required=True)
+    which.add_argument("rollout_id", nargs="?", metavar="ROLLOUT_ID", help="this rollout (see `rollout status`)")
+    which.add_argument("--last", action="store_true",
+                       help="the last rollout in the journal with changes not rolled back yet")
     rollback.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _common(rollback)
 
@@ -85,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--scenario", default="healthy", help="simulator scenario (name or file), with --sim")
     _common(watch)
 
-    report = sub.add_parser("report", help="hourly summaries of recent watches, as markdown")
-    report.add_argument("--since", default="24h", metavar="DURATION")
+    report = sub.add_parser("report", help="hourly summaries and breaches of recent watches, as markdown")
+    report.add_argument("--since", default="24h", metavar="DURATION",
+                        help="the hours that overlap the last DURATION, and its breaches (e.g. 24h, 10m)")
+    report.add_argument("--json", action="store_true", help="print one JSON object")
     _common(report)
 
     replay = sub.add_parser("replay", help="run a plan's guards over a recorded tail, in event time")
@@ -130,6 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rollout")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _console(args: argparse.Namespace) -> Console:
+    """One console for the run.  ``NO_COLOR`` (any value) and ``--no-tty`` turn colour off, as rich itself
+    would; ``--color always|never`` wins over both."""
+    if args.color == "always":
+        return Console(force_terminal=True, no_color=False)
+    if args.color == "never" or args.no_tty or os.environ.get("NO_COLOR"):
+        return Console(no_color=True)
+    return Console()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "sim":
@@ -138,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sim_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
-    console = Console(no_color=args.no_tty, force_terminal=None)
+    console = _console(args)
     from .runner import configure_logging
 
     configure_logging(args.journal.parent)

@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("--sim", action="store_true", help="the lock of simulator rehearsals")
     _common(unlock)
 
+    rules = sub.add_parser("prometheus-rules", help="Prometheus alerting rules from a plan's guards (JSON = YAML)")
+    rules.add_argument("plan", type=Path, nargs="?", help="the plan (default: the runbook's guards)")
+    rules.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    rules.add_argument("--job", default="rollout", help="the scrape job's name, for the exporter-down rule")
+    _common(rules)
+
+    grafana = sub.add_parser("grafana", help="a Grafana dashboard (JSON) of the exported series")
+    grafana.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    _common(grafana)
+
     sub.add_parser("sim", help="run the local Cloudflare simulator (see `rollout sim --help`)", add_help=False)
     return parser
 
@@ -210,7 +220,7 @@ def _internal_error(exc: BaseException, console: Console, run_dir: Path) -> int:
 async def _dispatch(args: argparse.Namespace, console: Console) -> int:
     from . import commands
 
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
     code: int = await handler(args, console)
     return code
 

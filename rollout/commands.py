@@ -17,7 +17,17 @@ from rich.table import Table
 from .durations import format_duration
 from .errors import LockHeld, UsageError, WranglerError
 from .exits import EXIT_OK, EXIT_PREFLIGHT, EXIT_ROLLBACK_FAILED, EXIT_USAGE
-from .journal import Change, Journal, RolloutRecord, latest_changes, pick_last_run, rollback_done, rolled_back_to
+from .journal import (
+    Change,
+    Journal,
+    RolloutRecord,
+    latest_changes,
+    left_to_roll_back,
+    pick_last_run,
+    pick_run,
+    rollback_done,
+    rolled_back_to,
+)
 from .lock import hold_locks, locks_held_by, process_alive
 from .plan import load_plan
 from .runner import RunOptions, run_plan
@@ -159,56 +169,134 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
-    """Roll back what the last run changed that is not rolled back and verified yet, under the workers' lock.
+    """Roll back what a run changed that is not rolled back and verified yet, under the workers' lock: the
+    newest such run (``--last``) or the run ``ROLLOUT_ID``.
 
-    Exit 0 every rollback verified; 3 one is not; 2 nothing done (refused: a live runner holds the lock,
-    nobody to ask, or the answer was no).
+    A simulator run is rolled back on its simulator (the journal's API base, or ``--api-base``), never on
+    Cloudflare, and only while that simulator answers.  Exit 0 every rollback verified (or nothing left to
+    do); 3 one is not; 2 nothing done (refused: no such run, its simulator is gone, a live runner holds the
+    lock, nobody to ask, or the answer was no).
     """
     if not args.journal.exists():
         raise UsageError(f"no journal at {args.journal}: nothing to roll back")
+    rollout_id: str | None = getattr(args, "rollout_id", None)
+    how = "rollback" if rollout_id else "rollback --last"
     async with Journal(args.journal) as journal:
-        pick = await pick_last_run(journal)
-        if pick.empty:
-            raise UsageError("the journal has no rollout")
-        for skipped, why in pick.skipped:
-            console.print(f"skipped rollout {skipped.id} ({skipped.plan}): {why}", markup=False, highlight=False)
+        if rollout_id:
+            pick = await pick_run(journal, rollout_id)
+            if pick.empty:
+                raise UsageError(await _unknown_run(journal, rollout_id))
+            for skipped, why in pick.skipped:
+                console.print(f"rollout {skipped.id} ({skipped.plan}): {why}: nothing to do", markup=False,
+                              highlight=False)
+        else:
+            pick = await pick_last_run(journal)
+            if pick.empty:
+                raise UsageError("the journal has no rollout")
+            for skipped, why in pick.skipped:
+                console.print(f"skipped rollout {skipped.id} ({skipped.plan}): {why}", markup=False, highlight=False)
         record = pick.record
         if record is None:
-            console.print("no rollout in the journal has changes left to roll back: nothing to do", markup=False)
+            if not rollout_id:
+                console.print("no rollout in the journal has changes left to roll back: nothing to do", markup=False)
             return EXIT_OK
         changes = pick.changes
-        api_base = args.api_base or record.api_base
-        if record.target == "simulator" and not api_base:
-            raise UsageError(f"rollout {record.id} ran against a simulator; pass --api-base URL")
-        target = Target.from_api_base(api_base) if api_base else Target.cloudflare()
+        target, recorded = _rollback_target(args.api_base, record)
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
-        console.print(f"picked rollout {record.id} ({record.plan}, started {started}, "
-                      f"{record.outcome or 'no end recorded'}), which changed:", markup=False, highlight=False)
+        console.print(f"{'picked rollout' if not rollout_id else 'rollout'} {record.id} ({record.plan}, started "
+                      f"{started}, {record.outcome or 'no end recorded'}), which changed:", markup=False,
+                      highlight=False)
         for change in changes:
             console.print(f"  {change.worker}: {change.before} → {change.after or '(deploy in progress)'}",
                           markup=False, highlight=False)
+        for note in await _changed_since(journal, record, changes):
+            console.print(note, markup=False, highlight=False, soft_wrap=True)
+        if not args.yes and not _stdin_is_terminal():  # before the network: nobody can say yes anyway
+            raise UsageError("stdin is not a terminal: pass --yes to roll back without asking")
+        if target.is_simulator:
+            await _require_simulator(target, recorded)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(hold_locks(
-                    [c.worker for c in changes], env=target.env, plan=f"rollback --last of {record.id}"))
+                    [c.worker for c in changes], env=target.env, plan=f"{how} of {record.id}"))
             except LockHeld as exc:  # a live runner (or a watch that rolls back) owns the worker: hands off
                 raise LockHeld(f"not rolling back: {exc}") from None
             if not args.yes and not await _confirm(console, "roll all of them back, newest first?",
                                                    "pass --yes to roll back without asking"):
                 console.print("nothing done", markup=False)
                 return EXIT_USAGE
-            return await _roll_back(args, console, journal, record, changes, target)
+            return await _roll_back(args, console, journal, record, changes, target, how)
+
+
+def _rollback_target(api_base: str | None, record: RolloutRecord) -> tuple[Target, bool]:
+    """Where to roll ``record`` back, and whether its API base came from the journal: a simulator run goes
+    to ``--api-base`` or the simulator it used, never to Cloudflare."""
+    simulator = record.target == "simulator" or (record.target != "cloudflare" and bool(record.api_base))
+    if api_base:
+        return Target.from_api_base(api_base), False
+    if simulator:
+        if not record.api_base:
+            raise UsageError(f"rollout {record.id} ran against a simulator the journal has no address of: "
+                             "pass --api-base URL of a running one")
+        return Target.from_api_base(record.api_base), True
+    return Target.cloudflare(), False
+
+
+async def _require_simulator(target: Target, recorded: bool, timeout_s: float = 2.0) -> None:
+    """Refuse (UsageError) when no simulator answers at the target's API base within ``timeout_s``."""
+    import httpx
+
+    base = (target.api_base or "").rstrip("/")
+    account = target.env.get("CLOUDFLARE_ACCOUNT_ID", "")
+    headers = {"Authorization": f"Bearer {target.env.get('CLOUDFLARE_API_TOKEN', '')}"}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as http:
+            await http.get(f"{base}/accounts/{account}/workers/scripts", headers=headers)
+    except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, timed out, no such host: not there
+        if recorded:
+            raise UsageError(f"the simulator this run used ({base}) is gone: nothing to roll back there; "
+                             "pass --api-base URL of a running one") from None
+        why = "connection refused" if isinstance(exc, httpx.ConnectError) else type(exc).__name__
+        raise UsageError(f"no simulator answers at --api-base {base} ({why}): pass --api-base URL of a "
+                         "running one") from None
+
+
+async def _unknown_run(journal: Journal, rollout_id: str) -> str:
+    records = await journal.rollouts(5, mode="run")
+    if not records:
+        return f"no rollout {rollout_id} in {journal.path}: the journal has no rollout"
+    last = ", ".join(f"{r.id} ({r.plan}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.started))})"
+                     for r in records)
+    return f"no rollout {rollout_id} in {journal.path}; the last ones, newest first: {last}"
+
+
+async def _changed_since(journal: Journal, record: RolloutRecord, changes: list[Change]) -> list[str]:
+    """A note per worker that a newer run changed too (and that is not rolled back): going back to this
+    run's version before undoes that run's change as well."""
+    workers = {c.worker: c for c in changes}
+    notes = []
+    for newer in reversed(await journal.rollouts(100, mode="run")):
+        if newer.id == record.id or newer.started < record.started:
+            continue
+        left, _ = await left_to_roll_back(journal, newer)
+        for later in left:
+            mine = workers.get(later.worker)
+            if mine is not None:
+                notes.append(f"note: rollout {newer.id} changed {later.worker} after this run ({later.before} → "
+                             f"{later.after or '?'}); going back to {mine.before} undoes that too")
+    return notes
 
 
 async def _roll_back(args: argparse.Namespace, console: Console, journal: Journal, record: RolloutRecord,
-                     changes: list[Change], target: Target) -> int:
+                     changes: list[Change], target: Target, how: str = "rollback --last") -> int:
     run_dir = args.journal.parent
     plan_dir = Path(record.plan_path).parent if record.plan_path else None
     wrangler = Wrangler.for_project(plan_dir, target.env, run_dir / "wrangler")
+    message = f"rollout: {how} of {record.id}"
     failed = False
     for change in reversed(changes):
         assert change.before is not None
-        result = await wrangler.rollback(change.worker, change.before, f"rollout: rollback --last of {record.id}")
+        result = await wrangler.rollback(change.worker, change.before, message)
         try:
             state = await wrangler.deployment_status(change.worker)
             verified = state.sole_version == change.before
@@ -221,8 +309,7 @@ async def _roll_back(args: argparse.Namespace, console: Console, journal: Journa
                 f"`wrangler rollback {change.before} --name {change.worker} -y`")
         with anyio.CancelScope(shield=True):
             await journal.append(record.id, [rollback_done(
-                change.worker, change.after, change.before, verified, f"rollout rollback --last: {note}",
-                time.time())])
+                change.worker, change.after, change.before, verified, f"rollout {how}: {note}", time.time())])
         console.print(f"{change.worker} → {change.before}: {note}", markup=False, highlight=False)
     return EXIT_ROLLBACK_FAILED if failed else EXIT_OK
 
@@ -250,20 +337,36 @@ async def cmd_watch(args: argparse.Namespace, console: Console) -> int:
 
 
 async def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """The hours that overlap the last ``--since`` and every breach in it with the action taken, as markdown
+    (or one JSON object with ``--json``)."""
+    import json
+
     from .durations import parse_duration
-    from .hourly import render_markdown
+    from .hourly import WindowReport, render_markdown, window_report
 
     try:
         since = parse_duration(args.since)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    if not math.isfinite(since) or since <= 0:
+        raise UsageError(f"--since {args.since}: give a finite time of more than 0 (e.g. 24h, 10m)")
+    now = time.time()
     if not args.journal.exists():
-        console.print(f"no journal at {args.journal}: nothing has been watched from this directory", markup=False)
+        if args.json:
+            report = WindowReport(now - since, now, [], [])
+            console.print(json.dumps(report.data(args.since)), markup=False, highlight=False, soft_wrap=True)
+        else:
+            console.print(f"no journal at {args.journal}: nothing has been watched from this directory",
+                          markup=False)
         return 0
     async with Journal(args.journal) as journal:
-        rows = await journal.hours(time.time() - since)
-    console.print(render_markdown(rows, title=f"Watch report: the last {args.since}"), markup=False,
-                  highlight=False, soft_wrap=True)
+        report = await window_report(journal, since, now)
+    if args.json:
+        console.print(json.dumps(report.data(args.since)), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    since_clock = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.start))
+    console.print(render_markdown(report.hours, title=f"Watch report: the last {args.since} (since {since_clock})",
+                                  breaches=report.breaches), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -355,4 +458,31 @@ async def cmd_unlock(args: argparse.Namespace, console: Console) -> int:
             for worker in args.workers:
                 await remote.delete(worker)
                 console.print(f"{worker}: account lock removed", markup=False)
+    return 0
+
+
+async def cmd_prometheus_rules(args: argparse.Namespace, console: Console) -> int:
+    """Alerting rules for the plan's guards (or the defaults), plus blind, no-data and rollback rules."""
+    from .dashboards import prometheus_rules
+    from .guards import default_guards
+
+    guards = load_plan(args.plan).guards if args.plan is not None else default_guards()
+    return await _write_json(prometheus_rules(guards, job=args.job), args.output, console)
+
+
+async def cmd_grafana(args: argparse.Namespace, console: Console) -> int:
+    from .dashboards import grafana_dashboard
+
+    return await _write_json(grafana_dashboard(), args.output, console)
+
+
+async def _write_json(data: object, output: Path | None, console: Console) -> int:
+    import json
+
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        await anyio.Path(output).write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}", markup=False, highlight=False)
     return 0

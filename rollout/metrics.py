@@ -10,8 +10,10 @@ Two feeds:
   per-hour rates, alert deliveries) comes from engine events on the bus: ``Metrics.observe(event)``.
 
 Names follow Prometheus conventions: ``rollout_`` prefix, base units, ``_total`` for counters.  Labels
-are bounded: worker and guard names come from the plan or the command line, patterns from the signals'
-fixed set, states and results from small enums.  Never URLs, version ids or free text.
+are bounded: worker and guard names come from the plan or the command line, patterns are the keys of the
+default patterns and of the plan's ``LogRate`` patterns (``[a-z0-9_]``, at most 47 characters, one per
+pattern: :func:`rollout.patterns.pattern_key`), states and results from small enums.  Never URLs, version ids
+or free text.
 """
 
 from __future__ import annotations

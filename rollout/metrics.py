@@ -255,6 +255,9 @@ class Metrics:
         if event.value is not None:
             self.guard_value.labels(event.worker, event.guard).set(event.value)
         self.guard_threshold.labels(event.worker, event.guard).set(event.threshold)
+        # counters exist at 0 from a guard's first judgement, so increase() sees the first breach too
+        self.breaches.labels(event.worker, event.guard, event.action)
+        self.recoveries.labels(event.worker, event.guard)
         key = (event.worker, event.guard)
         if event.state == "breach":
             self._breached.add(key)

@@ -121,6 +121,21 @@ class Breach(EngineEvent):
     #: (what ``rollout replay --json`` reports as ``event_index``), and that judgement's event time (ms).
     event_index: int | None = None
     event_timestamp: int | None = None
+    #: Whether this breach makes rollout roll back: None (a rollout's breach) means "as the guard's action
+    #: says" (a rollback guard rolls back); a watch sets False when it only alerts (no --rollback-on-breach,
+    #: or the worker was rolled back once already) and True when it rolls the worker back.
+    will_roll_back: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateAnswered(EngineEvent):
+    """A gate's question got an answer (or none): who gave it, for the reports."""
+
+    phase: str
+    question: str
+    answer: Literal["yes", "no", "none"]
+    #: "--yes" (approved by the command line), "a person at the terminal", or "nobody"
+    by: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -103,7 +103,7 @@ class PhaseContext:
     async def ask(self, question: str, *, timeout_s: float | None = None) -> bool | None:
         """A person's answer: True, False, or None when nobody answered within ``timeout_s`` (real
         seconds, not scaled) or nobody can answer.  A breach or a signal cancels the question."""
-        return await self._engine.ask(question, timeout_s=timeout_s)
+        return await self._engine.ask(question, timeout_s=timeout_s, phase=self.phase)
 
     @property
     def can_ask(self) -> bool:

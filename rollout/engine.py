@@ -32,6 +32,7 @@ from .bus import (
     BaselineMeasured,
     Breach,
     EventBus,
+    GateAnswered,
     Message,
     MonitorState,
     PhaseFinished,
@@ -113,6 +114,7 @@ class EngineOptions:
         tail_connect_s: how long the baseline waits for every watched tail to connect.
         handle_signals: SIGINT/SIGTERM abort the run with a rollback (main thread only).
         check_before_change: configs, token and workers are checked before anything changes.
+        auto_approve: gates are answered by ``--yes`` (the reports say so).
     """
 
     time_scale: float = 1.0
@@ -125,6 +127,7 @@ class EngineOptions:
     record_dir: Path | None = None
     handle_signals: bool = True
     check_before_change: bool = True
+    auto_approve: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -321,14 +324,18 @@ class Engine:
                     + _missing_text(missing))))
             await anyio.sleep(0.25)
 
-    async def ask(self, question: str, *, timeout_s: float | None = None) -> bool | None:
+    async def ask(self, question: str, *, timeout_s: float | None = None, phase: str = "gate") -> bool | None:
         """A person's answer: True (yes), False (no), None (no answer within ``timeout_s``, or no input).
-        A breach or a signal cancels the question."""
+        A breach or a signal cancels the question.  The answer and who gave it are published."""
         if self._ask is None:
-            raise PhaseFailed("gate", f"{question!r} needs an answer: run interactively, or pass --yes")
+            raise PhaseFailed(phase, f"{question!r} needs an answer: run interactively, or pass --yes")
+        answer: bool | None = None
         with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
-            return await self._ask(question)
-        return None
+            answer = await self._ask(question)
+        by = "nobody" if answer is None else "--yes" if self.options.auto_approve else "a person at the terminal"
+        self.bus.publish(GateAnswered(phase=phase, question=question, by=by,
+                                      answer="none" if answer is None else "yes" if answer else "no"))
+        return answer
 
     @property
     def can_ask(self) -> bool:

@@ -153,6 +153,8 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
 
 def _engine_options(options: RunOptions) -> EngineOptions:
     engine = options.engine or EngineOptions(time_scale=options.time_scale)
+    if options.yes:
+        engine = dataclasses.replace(engine, auto_approve=True)
     if options.record_dir is not None:
         engine = dataclasses.replace(engine, record_dir=options.record_dir)
     return engine

@@ -19,6 +19,7 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .bus import Breach, EngineEvent, GuardState, RollbackDone
+from .view import breach_words
 
 __all__ = ["Alert", "AlertKind", "AlertSink", "AlertStats", "AlertTracker"]
 
@@ -74,15 +75,17 @@ class AlertTracker:
         self._breached: set[tuple[str, str]] = set()
 
     def breach_alert(self, breach: Breach, *, note: str | None = None, hint: str = "") -> Alert:
-        """The alert of a breach; ``note`` replaces the guard's action in the text ("alert — not rolled
-        back"), ``hint`` follows the evidence (the exact command to roll back by hand)."""
+        """The alert of a breach; the text says what rollout does, in the view's words (:func:`breach_words`:
+        "rolling back", "alert — not rolled back", "alert"), or ``note`` when given ("alert — not rolled back
+        (why)"); ``hint`` follows the evidence (the exact command to roll back by hand)."""
         severity: Literal["info", "warning", "critical"] = "critical" if breach.action == "rollback" else "warning"
-        fields: dict[str, Any] = {"value": breach.value, "threshold": breach.threshold}
+        doing = note or breach_words(breach)
+        fields: dict[str, Any] = {"value": breach.value, "threshold": breach.threshold, "doing": doing}
         if note:
             fields["note"] = note
         if hint:
             fields["hint"] = hint
-        text = (f":rotating_light: {breach.guard} breached on {breach.worker} ({note or breach.action}): "
+        text = (f":rotating_light: {breach.guard} breached on {breach.worker} ({doing}): "
                 f"{breach.detail}" + (f"; {hint}" if hint else ""))
         return Alert("breach", breach.worker, text, self.clock(), guard=breach.guard, action=breach.action,
                      severity=severity, fields=fields)

@@ -42,6 +42,9 @@ class GuardBoard:
         #: (replay does this; the engine and watch measure theirs and set ``baselines``).
         self.baseline_window: tuple[int, int] | None = None
         self.halted = False
+        #: Set by the caller that decides: whether a breach of a rollback ``guard`` on ``worker`` rolls back
+        #: (the ``Breach.will_roll_back`` it carries); None leaves it to the guard's action.
+        self.will_roll_back: Callable[[Guard, str], bool] | None = None
 
     def halt(self) -> None:
         """Stop judging (after a breach that starts a rollback, the rollback's own checks take over)."""
@@ -107,7 +110,9 @@ class GuardBoard:
                     baseline=verdict.baseline, threshold=verdict.threshold, samples=verdict.samples,
                     window_s=verdict.window_s, detail=verdict.detail,
                     event_time=signals.latest_ms / 1000 if signals.latest_ms else None, p_value=verdict.p_value,
-                    event_index=event_index, event_timestamp=now_ms if event_index is not None else None)
+                    event_index=event_index, event_timestamp=now_ms if event_index is not None else None,
+                    will_roll_back=self.will_roll_back(guard, worker)
+                    if self.will_roll_back is not None and guard.action == "rollback" else None)
                 self.breaches.append(breach)
                 self.bus.publish(breach)
                 if self.on_breach is not None:

@@ -201,7 +201,7 @@ async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
                 console.print("no rollout in the journal has changes left to roll back: nothing to do", markup=False)
             return EXIT_OK
         changes = pick.changes
-        target, recorded = _rollback_target(args.api_base, record)
+        api_base, recorded = _rollback_api_base(args.api_base, record)
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
         console.print(f"{'picked rollout' if not rollout_id else 'rollout'} {record.id} ({record.plan}, started "
                       f"{started}, {record.outcome or 'no end recorded'}), which changed:", markup=False,
@@ -213,8 +213,9 @@ async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
             console.print(note, markup=False, highlight=False, soft_wrap=True)
         if not args.yes and not _stdin_is_terminal():  # before the network: nobody can say yes anyway
             raise UsageError("stdin is not a terminal: pass --yes to roll back without asking")
-        if target.is_simulator:
-            await _require_simulator(target, recorded)
+        if api_base:
+            await _require_simulator(api_base, recorded)
+        target = Target.from_api_base(api_base) if api_base else Target.cloudflare()
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await stack.enter_async_context(hold_locks(
@@ -228,30 +229,32 @@ async def cmd_rollback(args: argparse.Namespace, console: Console) -> int:
             return await _roll_back(args, console, journal, record, changes, target, how)
 
 
-def _rollback_target(api_base: str | None, record: RolloutRecord) -> tuple[Target, bool]:
-    """Where to roll ``record`` back, and whether its API base came from the journal: a simulator run goes
-    to ``--api-base`` or the simulator it used, never to Cloudflare."""
-    simulator = record.target == "simulator" or (record.target != "cloudflare" and bool(record.api_base))
+def _rollback_api_base(api_base: str | None, record: RolloutRecord) -> tuple[str | None, bool]:
+    """The simulator API base to roll ``record`` back on (None: Cloudflare), and whether it came from the
+    journal: a simulator run goes to ``--api-base`` or the simulator it used, never to Cloudflare."""
     if api_base:
-        return Target.from_api_base(api_base), False
-    if simulator:
+        return api_base, False
+    if record.target == "simulator" or (record.target != "cloudflare" and record.api_base):
         if not record.api_base:
             raise UsageError(f"rollout {record.id} ran against a simulator the journal has no address of: "
                              "pass --api-base URL of a running one")
-        return Target.from_api_base(record.api_base), True
-    return Target.cloudflare(), False
+        return record.api_base, True
+    return None, False
 
 
-async def _require_simulator(target: Target, recorded: bool, timeout_s: float = 2.0) -> None:
-    """Refuse (UsageError) when no simulator answers at the target's API base within ``timeout_s``."""
+async def _require_simulator(api_base: str, recorded: bool, timeout_s: float = 2.0) -> None:
+    """Refuse (UsageError) when nothing answers at a simulator's API base within ``timeout_s``: any HTTP
+    answer will do (the account may not be known yet), a refused connection or a timeout will not."""
+    import os
+
     import httpx
 
-    base = (target.api_base or "").rstrip("/")
-    account = target.env.get("CLOUDFLARE_ACCOUNT_ID", "")
-    headers = {"Authorization": f"Bearer {target.env.get('CLOUDFLARE_API_TOKEN', '')}"}
+    base = api_base.rstrip("/")
+    account = os.environ.get("CLOUDFLARE_ACCOUNT_ID") or "0" * 32
     try:
         async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as http:
-            await http.get(f"{base}/accounts/{account}/workers/scripts", headers=headers)
+            await http.get(f"{base}/accounts/{account}/workers/scripts",
+                           headers={"Authorization": f"Bearer {os.environ.get('CLOUDFLARE_API_TOKEN', '')}"})
     except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, timed out, no such host: not there
         if recorded:
             raise UsageError(f"the simulator this run used ({base}) is gone: nothing to roll back there; "

@@ -4,6 +4,10 @@
 their chance) and reads the counts from the worker's signals, which keep two hours of buckets.  Tail
 reconnects and blind seconds are attributed by the clock at closing time.  ``render_markdown`` turns the
 journal's rows into the morning-after table of ``rollout report``.
+
+``window_report`` is what ``rollout report --since D`` shows: every hour that overlaps the last D (an hour is
+written when it closes, so the hour in progress is not among them) and every breach of the last D, read from
+the journal's events, with what rollout did about it.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .journal import Journal, RolloutRecord
 from .signals import WorkerSignals
 from .sources import SourceStatus
 
-__all__ = ["HourSummary", "HourlyRecorder", "render_markdown"]
+__all__ = ["BreachEntry", "HourSummary", "HourlyRecorder", "WindowReport", "action_taken", "render_markdown",
+           "window_report"]
 
 HOUR_S: Final = 3600.0
 
@@ -137,17 +143,148 @@ class HourlyRecorder:
         return summary
 
 
-def render_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Watch report") -> str:
-    """The journal's hourly rows (``Journal.hours``) as a markdown report: one table per worker."""
-    if not rows:
+ROLLED_BACK = "rolled back (verified)"
+ROLLBACK_FAILED = "rollback failed"
+NOT_ROLLED_BACK = "alert — not rolled back"
+
+
+@dataclass(frozen=True, slots=True)
+class BreachEntry:
+    """One breach of the window: when (``at``, epoch seconds), which guard on which worker, the value that
+    breached, and what rollout did (``taken``: "rolled back (verified)", "alert — not rolled back",
+    "rollback failed", "rolling back" while the run is still at it)."""
+
+    at: float
+    guard: str
+    worker: str
+    value: float | None
+    threshold: float | None
+    guard_action: str
+    taken: str
+    run_id: str
+    detail: str
+
+    def data(self) -> dict[str, Any]:
+        return {"at": self.at, "time": _iso(self.at), "guard": self.guard, "worker": self.worker,
+                "value": self.value, "threshold": self.threshold, "guard_action": self.guard_action,
+                "action": self.taken, "run": self.run_id, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReport:
+    """``rollout report --since``: the window ``[start, end]``, the hourly rows that overlap it, its breaches."""
+
+    start: float
+    end: float
+    hours: list[dict[str, Any]]
+    breaches: list[BreachEntry]
+
+    def data(self, since: str = "") -> dict[str, Any]:
+        """The ``--json`` object."""
+        hours = [{**row, "hour_end": float(row["hour_start"]) + HOUR_S} for row in self.hours]
+        return {
+            "since": since, "start": self.start, "end": self.end, "start_time": _iso(self.start),
+            "end_time": _iso(self.end),
+            "totals": {"worker_hours": len(self.hours), "requests": sum(int(r["requests"]) for r in self.hours),
+                       "errors": sum(int(r["errors"]) for r in self.hours), "breaches": len(self.breaches)},
+            "hours": hours, "breaches": [b.data() for b in self.breaches],
+        }
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
+
+
+def action_taken(breach: Mapping[str, Any], rollbacks: Sequence[Mapping[str, Any]],
+                 record: RolloutRecord | None) -> str:
+    """What rollout did about one journalled breach, from its run's ``RollbackDone`` events after it
+    (``rollbacks``, oldest first; those of ``rollout rollback`` later count too) and the run's record."""
+    action = str(breach.get("action", ""))
+    if action != "rollback":
+        return f"{action} — not rolled back"
+    if breach.get("will_roll_back") is False:
+        return NOT_ROLLED_BACK
+    at = float(breach.get("at", 0.0))
+    after = [r for r in rollbacks if float(r.get("at", 0.0)) >= at]
+    mine = [r for r in after if r.get("worker") == breach.get("worker")]
+    if not mine and (record is None or record.mode != "watch"):
+        mine = after  # a rollout rolls back every worker it changed, whichever breached
+    last: dict[str, bool] = {}
+    for done in mine:
+        last[str(done.get("worker"))] = bool(done.get("verified"))
+    if last:
+        return ROLLED_BACK if all(last.values()) else ROLLBACK_FAILED
+    if record is not None and record.outcome == "rolled_back":
+        return ROLLED_BACK
+    if record is not None and record.ended is None:
+        return "rolling back"
+    return "no rollback recorded"
+
+
+async def window_report(journal: Journal, since_s: float, now: float) -> WindowReport:
+    """The hours that overlap ``[now - since_s, now]`` and every breach in it, with the action taken."""
+    start = now - since_s
+    hours = await journal.hours_overlapping(start, now, HOUR_S)
+    events = await journal.events_since(start, ("Breach", "RollbackDone"))
+    rollbacks: dict[str, list[dict[str, Any]]] = {}
+    for run_id, event in events:
+        if event.get("kind") == "RollbackDone":
+            rollbacks.setdefault(run_id, []).append(event)
+    records: dict[str, RolloutRecord | None] = {}
+    breaches = []
+    for run_id, event in events:
+        at = float(event.get("at", 0.0))
+        if event.get("kind") != "Breach" or at > now:
+            continue
+        if run_id not in records:
+            records[run_id] = await journal.rollout(run_id)
+        value, threshold = event.get("value"), event.get("threshold")
+        breaches.append(BreachEntry(
+            at=at, guard=str(event.get("guard", "")), worker=str(event.get("worker", "")),
+            value=float(value) if isinstance(value, int | float) else None,
+            threshold=float(threshold) if isinstance(threshold, int | float) else None,
+            guard_action=str(event.get("action", "")),
+            taken=action_taken(event, rollbacks.get(run_id, ()), records[run_id]), run_id=run_id,
+            detail=str(event.get("detail", ""))))
+    breaches.sort(key=lambda b: b.at)
+    return WindowReport(start, now, hours, breaches)
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def render_breaches(breaches: Sequence[BreachEntry]) -> list[str]:
+    """The breaches as a markdown table (time, guard, worker, value, threshold, action taken, run)."""
+    head = ["| time | guard | worker | value | threshold | action | run |",
+            "| --- | --- | --- | ---: | ---: | --- | --- |"]
+    return head + [f"| {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(b.at))} | {b.guard} | {b.worker} | "
+                   f"{_number(b.value)} | {_number(b.threshold)} | {b.taken} | {b.run_id} |" for b in breaches]
+
+
+def render_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Watch report",
+                    breaches: Sequence[BreachEntry] | None = None) -> str:
+    """The journal's hourly rows (``Journal.hours``) as a markdown report: one table per worker.
+
+    With ``breaches`` (a :class:`WindowReport`'s), the count is theirs and they are listed after the hours;
+    without, the count is the hours' own.
+    """
+    if not rows and breaches is None:
         return f"# {title}\n\nNo hourly summaries in this period.\n"
     lines = [f"# {title}", ""]
     by_worker: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         by_worker.setdefault(str(row["worker"]), []).append(row)
-    total_breaches = sum(int(r.get("breaches", 0)) for r in rows)
-    lines += [f"{len(rows)} worker-hours, {sum(int(r['requests']) for r in rows)} requests, "
-              f"{sum(int(r['errors']) for r in rows)} errors, {total_breaches} breaches.", ""]
+    if breaches is None:
+        lines += [f"{len(rows)} worker-hours, {sum(int(r['requests']) for r in rows)} requests, "
+                  f"{sum(int(r['errors']) for r in rows)} errors, "
+                  f"{sum(int(r.get('breaches', 0)) for r in rows)} breaches.", ""]
+    else:
+        lines += [f"{len(breaches)} breaches in this period; {len(rows)} worker-hours overlap it, with "
+                  f"{sum(int(r['requests']) for r in rows)} requests and {sum(int(r['errors']) for r in rows)} "
+                  "errors (an hour is summarised when it closes: the hour in progress is not in the tables).", ""]
+        if not rows:
+            lines += ["No hourly summaries in this period.", ""]
     for worker, items in by_worker.items():
         lines += [f"## {worker}", "",
                   "| hour | requests | errors | error rate | churn | young | breaches | reconnects | blind s |",
@@ -161,5 +298,9 @@ def render_markdown(rows: Sequence[Mapping[str, Any]], *, title: str = "Watch re
             flag = " **!**" if int(r.get("breaches", 0)) else ""
             lines.append(f"| {hour} | {requests} | {errors} | {rate} | {r.get('churn', 0)} | {r.get('young', 0)} | "
                          f"{r.get('breaches', 0)}{flag} | {r.get('reconnects', 0)} | {r.get('blind_s', 0)} |")
+        lines.append("")
+    if breaches is not None:
+        lines += ["## Breaches", ""]
+        lines += render_breaches(breaches) if breaches else ["None."]
         lines.append("")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_rollout ON events (rollout_id, id);
+CREATE INDEX IF NOT EXISTS events_by_kind_at ON events (kind, at);
 CREATE TABLE IF NOT EXISTS changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rollout_id TEXT NOT NULL, worker TEXT NOT NULL, before TEXT,
     after TEXT, phase TEXT, at REAL NOT NULL, state TEXT NOT NULL
@@ -193,6 +194,15 @@ class Journal:
         )
         return [RolloutRecord(*row) for row in rows]
 
+    async def rollout(self, rollout_id: str) -> RolloutRecord | None:
+        """The rollout (or watch) with this id, or None."""
+        rows = await anyio.to_thread.run_sync(
+            self._query,
+            "SELECT id, plan, plan_path, target, api_base, edge_url, started, ended, outcome, exit_code, pid, mode, "
+            "host FROM rollouts WHERE id = ?", (rollout_id,),
+        )
+        return RolloutRecord(*rows[0]) if rows else None
+
     async def changes(self, rollout_id: str) -> list[Change]:
         rows = await anyio.to_thread.run_sync(
             self._query,
@@ -223,6 +233,28 @@ class Journal:
             (since,),
         )
         return [{"worker": w, "hour_start": h, "requests": r, "errors": e, **json.loads(d)} for w, h, r, e, d in rows]
+
+    async def hours_overlapping(self, start: float, end: float, hour_s: float = 3600.0) -> list[dict[str, Any]]:
+        """The hourly rows whose hour ``[hour_start, hour_start + hour_s)`` overlaps ``[start, end]`` (each with
+        its ``rollout_id``), oldest first.  An hour is written when it closes (or when its watch ends)."""
+        rows = await anyio.to_thread.run_sync(
+            self._query,
+            "SELECT rollout_id, worker, hour_start, requests, errors, data FROM hourly "
+            "WHERE hour_start > ? AND hour_start <= ? ORDER BY hour_start, id",
+            (start - hour_s, end),
+        )
+        return [{"rollout_id": i, "worker": w, "hour_start": h, "requests": r, "errors": e, **json.loads(d)}
+                for i, w, h, r, e, d in rows]
+
+    async def events_since(self, since: float, kinds: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """``(rollout_id, event)`` of every event of these kinds at or after ``since`` (epoch seconds), of
+        every rollout and watch, in the order they were written."""
+        if not kinds:
+            return []
+        sql = (f"SELECT rollout_id, data FROM events WHERE kind IN ({','.join('?' * len(kinds))}) AND at >= ? "
+               "ORDER BY id")
+        rows = await anyio.to_thread.run_sync(self._query, sql, [*kinds, since])
+        return [(str(rollout_id), json.loads(data)) for rollout_id, data in rows]
 
 
 async def rolled_back_to(journal: Journal, rollout_id: str) -> dict[str, str]:
@@ -257,25 +289,45 @@ async def pick_last_run(journal: Journal, limit: int = 100) -> RollbackPick:
     records = await journal.rollouts(limit, mode="run")
     skipped: list[tuple[RolloutRecord, str]] = []
     for record in records:
-        changes = [c for c in latest_changes(await journal.changes(record.id)) if c.before]
-        if not changes:
-            skipped.append((record, "changed nothing"))
-            continue
-        if record.outcome == "rolled_back":
-            skipped.append((record, "rolled back and verified"))
-            continue
-        done = await rolled_back_to(journal, record.id)
-        left = [c for c in changes if done.get(c.worker) != c.before]
-        if not left:
-            skipped.append((record, "rolled back and verified"))
+        left, why = await left_to_roll_back(journal, record)
+        if why:
+            skipped.append((record, why))
             continue
         return RollbackPick(record, left, skipped)
     return RollbackPick(None, [], skipped, empty=not records)
 
 
+async def pick_run(journal: Journal, rollout_id: str) -> RollbackPick:
+    """What ``rollout rollback ID`` rolls back: that run's changes not rolled back and verified yet (the same
+    rules as :func:`pick_last_run`); ``record`` None and ``empty`` when the journal has no such id, ``record``
+    None and the run in ``skipped`` (with why) when it has nothing left to roll back."""
+    record = await journal.rollout(rollout_id)
+    if record is None:
+        return RollbackPick(None, [], [], empty=True)
+    left, why = await left_to_roll_back(journal, record)
+    if why:
+        return RollbackPick(None, [], [(record, why)])
+    return RollbackPick(record, left, [])
+
+
+async def left_to_roll_back(journal: Journal, record: RolloutRecord) -> tuple[list[Change], str]:
+    """``(changes, "")``: what ``record`` changed that is not rolled back and verified yet; or ``([], why)``
+    when nothing is left ("changed nothing", "rolled back and verified")."""
+    changes = [c for c in latest_changes(await journal.changes(record.id)) if c.before]
+    if not changes:
+        return [], "changed nothing"
+    if record.outcome == "rolled_back":
+        return [], "rolled back and verified"
+    done = await rolled_back_to(journal, record.id)
+    left = [c for c in changes if done.get(c.worker) != c.before]
+    if not left:
+        return [], "rolled back and verified"
+    return left, ""
+
+
 def rollback_done(worker: str, from_version: str | None, to_version: str, verified: bool, detail: str,
                   at: float) -> RollbackDone:
-    """The event ``rollout rollback --last`` appends to the rolled-back rollout."""
+    """The event ``rollout rollback --last`` (or ``rollout rollback ID``) appends to the rolled-back rollout."""
     return RollbackDone(worker=worker, from_version=from_version, to_version=to_version, attempts=1,
                         verified=verified, detail=detail, at=at)
 

@@ -135,8 +135,21 @@ class ViewModel:
         if breach is None:
             return Text("")
         return Text(
-            f"last breach: {breach.guard} on {breach.worker} → {breach.action}: {breach.detail} "
+            f"last breach: {breach.guard} on {breach.worker} ({breach_words(breach)}): {breach.detail} "
             f"(samples {breach.samples}, window {breach.window_s:.0f}s)", style="bold red")
+
+
+#: What rollout does about a rollback guard's breach that it does not roll back (the webhook says the same).
+NOT_ROLLED_BACK = "alert — not rolled back"
+
+
+def breach_words(breach: Breach) -> str:
+    """What rollout does about a breach, in the words the view and the webhook both use: "rolling back"
+    (a rollout, or a watch with --rollback-on-breach), "alert — not rolled back" (a watch that only alerts),
+    or the guard's own action ("alert", "warn")."""
+    if breach.action != "rollback":
+        return breach.action
+    return NOT_ROLLED_BACK if breach.will_roll_back is False else "rolling back"
 
 
 def _pct(value: float | None) -> str:
@@ -169,7 +182,7 @@ def _describe(event: EngineEvent) -> str:
     if isinstance(event, GuardState):
         return f"guard {event.guard} on {event.worker}: {event.state} — {event.detail}"
     if isinstance(event, Breach):
-        return f"BREACH {event.guard} on {event.worker} ({event.action}): {event.detail}"
+        return f"BREACH {event.guard} on {event.worker} ({breach_words(event)}): {event.detail}"
     if isinstance(event, ProbeChecked):
         return f"probe {event.worker} {event.probe}: {'ok' if event.ok else 'FAILED'} — {event.saw}"
     if isinstance(event, RollbackAttempt):

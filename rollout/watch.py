@@ -228,6 +228,7 @@ class Watcher:
         self.watch_id = watch_id or "watch-" + time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self._source_factory = source_factory or self._default_source
         self.board = GuardBoard(guards, self.bus, on_breach=self._on_breach)
+        self.board.will_roll_back = lambda g, w: self.options.rollback_on_breach and w not in self._rolled_back
         self.monitors: dict[str, Monitor] = {}
         self.totals: dict[str, Totals] = {}
         self.hourly = HourlyRecorder(options.workers, grace_s=options.hour_grace_s)

@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("--sim", action="store_true", help="the lock of simulator rehearsals")
     _common(unlock)
 
+    for name, what in (("pause", "hold a running rollout: the next phase does not start, a bake does not end"),
+                       ("resume", "let a paused rollout go on"),
+                       ("promote", "answer its waiting gate yes, or end the current bake's minimum time "
+                                   "(evidence is still required)"),
+                       ("abort", "stop a running rollout now: roll back what it changed, verify, report")):
+        control = sub.add_parser(name, help=what)
+        control.add_argument("rollout_id", nargs="?", metavar="ROLLOUT_ID",
+                             help="default: the running rollout of this journal")
+        _common(control)
+
     rules = sub.add_parser("prometheus-rules", help="Prometheus alerting rules from a plan's guards (JSON = YAML)")
     rules.add_argument("plan", type=Path, nargs="?", help="the plan (default: the runbook's guards)")
     rules.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
@@ -220,7 +230,8 @@ def _internal_error(exc: BaseException, console: Console, run_dir: Path) -> int:
 async def _dispatch(args: argparse.Namespace, console: Console) -> int:
     from . import commands
 
-    handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
+    name = "control" if args.command in ("pause", "resume", "promote", "abort") else args.command.replace("-", "_")
+    handler = getattr(commands, f"cmd_{name}")
     code: int = await handler(args, console)
     return code
 

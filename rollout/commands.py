@@ -489,3 +489,32 @@ async def _write_json(data: object, output: Path | None, console: Console) -> in
         await anyio.Path(output).write_text(text, encoding="utf-8")
         console.print(f"wrote {output}", markup=False, highlight=False)
     return 0
+
+
+async def cmd_control(args: argparse.Namespace, console: Console) -> int:
+    """``rollout pause|resume|promote|abort [ID]``: steer a running rollout through its control socket."""
+    from .control import send_control, socket_path
+
+    if not args.journal.exists():
+        raise UsageError(f"no journal at {args.journal}: no rollout runs from this directory")
+    async with Journal(args.journal) as journal:
+        if args.rollout_id:
+            record = await journal.rollout(args.rollout_id)
+            if record is None:
+                raise UsageError(f"no rollout {args.rollout_id} in {args.journal}")
+        else:
+            running = [r for r in await journal.rollouts(20, mode="run") if r.ended is None]
+            if not running:
+                raise UsageError(f"no running rollout in {args.journal}: nothing to {args.command}")
+            record = running[0]
+    if record.ended is not None:
+        raise UsageError(f"rollout {record.id} has ended ({record.outcome}): nothing to {args.command}")
+    path = socket_path(args.journal, record.id)
+    try:
+        reply = await send_control(path, args.command)
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"rollout {record.id} does not answer ({exc}); if its runner was killed, "
+                         "`rollout status` says so and `rollout rollback --last` undoes what it changed") from None
+    console.print(f"rollout {record.id}: {args.command}: {'ok' if reply.ok else 'refused'} — {reply.state}: "
+                  f"{reply.detail}", markup=False, highlight=False, soft_wrap=True)
+    return 0 if reply.ok else 2

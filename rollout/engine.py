@@ -45,6 +45,7 @@ from .bus import (
 )
 from .clock import Clock, SystemClock
 from .context import AskFunction, PhaseContext
+from .control import Reply
 from .durations import format_duration
 from .errors import PhaseFailed, RolloutError, UsageError
 from .evidence import Missing, missing_evidence
@@ -186,7 +187,14 @@ class Engine:
         self.stop_reason: str | None = None
         self.signal: int | None = None
         self.internal_error: str | None = None
+        self.aborted_by: str | None = None
         self._rolling_back = False
+        # control (rollout pause/resume/promote/abort): see rollout/control.py
+        self._resumed = anyio.Event()
+        self._resumed.set()
+        self._bake_scope: anyio.CancelScope | None = None
+        self._gate_promoted: anyio.Event | None = None
+        self._phase_label = "starting"
         self._writers: dict[str, TailWriter] = {}
         self._monitor_states: dict[str, tuple[bool, int]] = {}
 
@@ -244,6 +252,57 @@ class Engine:
         self.bus.publish(Message(level="warn", text=f"{name} received: {what} (a second {name} exits at once)"))
         self.stop(f"{name} received")
 
+    # -- control from another terminal ----------------------------------------------------------------
+    def control(self, command: str) -> Reply:
+        """Handle ``rollout pause|resume|promote|abort`` (called in the event loop by the control server)."""
+        if command == "state":
+            return Reply(True, self._state(), self._phase_label)
+        if self._rolling_back or self.stop_reason is not None:
+            return Reply(False, self._state(), f"already stopping: {self.stop_reason or 'rolling back'}")
+        if command == "pause":
+            if self._resumed.is_set():
+                self._resumed = anyio.Event()
+                self.bus.publish(Message(level="warn", text="paused by `rollout pause`: the next phase does not "
+                                                            "start and a bake does not end until `rollout resume`"))
+            return Reply(True, "paused", self._phase_label)
+        if command == "resume":
+            self._resumed.set()
+            self.bus.publish(Message(text="resumed by `rollout resume`"))
+            return Reply(True, "running", self._phase_label)
+        if command == "promote":
+            if self._gate_promoted is not None:
+                self._gate_promoted.set()
+                return Reply(True, "running", f"{self._phase_label}: the gate is answered yes by `rollout promote`")
+            if self._bake_scope is not None:
+                self._bake_scope.cancel()
+                self.bus.publish(Message(text="promoted by `rollout promote`: the bake's minimum time ends now; "
+                                              "it still waits for every guard to be judged ok"))
+                return Reply(True, "running", f"{self._phase_label}: bake time skipped; evidence still required")
+            return Reply(False, self._state(), f"{self._phase_label}: nothing to promote (no gate or bake waits)")
+        if command == "abort":
+            self.aborted_by = "`rollout abort`"
+            what = "rolling back what this run changed" if self.changes else "nothing was changed yet: stopping"
+            self.bus.publish(Message(level="warn", text=f"aborted by `rollout abort`: {what}"))
+            self._resumed.set()
+            self.stop("aborted by `rollout abort`")
+            return Reply(True, "aborting", what)
+        return Reply(False, self._state(), f"unknown command {command!r}")
+
+    def _state(self) -> str:
+        if self._rolling_back:
+            return "rolling back"
+        if self.stop_reason is not None:
+            return "stopping"
+        if not self._resumed.is_set():
+            return "paused"
+        if self._gate_promoted is not None:
+            return "waiting for approval"
+        return "progressing"
+
+    async def _wait_while_paused(self) -> None:
+        if not self._resumed.is_set():
+            await self._resumed.wait()
+
     def left_live(self) -> list[LeftLive]:
         """The changes not (yet) rolled back and verified: what a second signal leaves behind."""
         done = {r.worker for r in self.rollbacks if r.verified}
@@ -295,9 +354,13 @@ class Engine:
     async def bake(self, seconds: float, phase: str, *, evidence_wait_s: float | None = None) -> None:
         """Wait ``seconds`` under the guards, then until every rollback guard on every changed worker is
         judged ok (at most ``evidence_wait_s`` more, default the plan's): otherwise the phase fails."""
-        await anyio.sleep(seconds)
+        with anyio.move_on_after(seconds) as scope:  # `rollout promote` ends the minimum time early
+            self._bake_scope = scope
+            await anyio.sleep_forever()
+        self._bake_scope = None
         wait = self.plan.evidence_wait_s * self.time_scale if evidence_wait_s is None else evidence_wait_s
         await self.require_evidence(phase, max(wait, 0.0))
+        await self._wait_while_paused()  # a paused bake does not end
 
     async def require_evidence(self, phase: str, wait_s: float) -> None:
         """Return once nothing is missing; raise PhaseFailed naming what is still missing after ``wait_s``
@@ -330,9 +393,28 @@ class Engine:
         if self._ask is None:
             raise PhaseFailed(phase, f"{question!r} needs an answer: run interactively, or pass --yes")
         answer: bool | None = None
-        with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
-            answer = await self._ask(question)
-        by = "nobody" if answer is None else "--yes" if self.options.auto_approve else "a person at the terminal"
+        promoted = self._gate_promoted = anyio.Event()
+        ask = self._ask
+        try:
+            with anyio.move_on_after(timeout_s if timeout_s is not None else math.inf):
+                async with anyio.create_task_group() as tg:
+                    async def person() -> None:
+                        nonlocal answer
+                        answer = await ask(question)
+                        tg.cancel_scope.cancel()
+
+                    async def remote() -> None:
+                        nonlocal answer
+                        await promoted.wait()
+                        answer = True
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(person)
+                    tg.start_soon(remote)
+        finally:
+            self._gate_promoted = None
+        by = ("nobody" if answer is None else "`rollout promote`" if promoted.is_set()
+              else "--yes" if self.options.auto_approve else "a person at the terminal")
         self.bus.publish(GateAnswered(phase=phase, question=question, by=by,
                                       answer="none" if answer is None else "yes" if answer else "no"))
         return answer
@@ -401,7 +483,9 @@ class Engine:
                 scope.cancel()
             await self._measure_baseline()
             for index, phase in enumerate(self.plan.steps):
+                await self._wait_while_paused()
                 current = index
+                self._phase_label = f"phase {index + 1}/{len(self.plan.steps)}: {phase.name}"
                 ctx = PhaseContext(self, phase.name)
                 self.bus.publish(PhaseStarted(index=index, phase=phase.name))
                 started = anyio.current_time()
@@ -621,7 +705,8 @@ class Engine:
             if self.internal_error is not None:
                 return RunResult(self.rollout_id, "internal_error", EXIT_INTERNAL,
                                  f"{self.internal_error} (rolled back and verified)", started, ended, verified_at)
-            outcome = "interrupted" if self.signal is not None and self.breach is None else "rolled_back"
+            outcome = ("interrupted" if self.signal is not None and self.breach is None else
+                       "aborted" if self.aborted_by is not None and self.breach is None else "rolled_back")
             return RunResult(self.rollout_id, outcome, EXIT_ROLLED_BACK, cause, started, ended, verified_at)
         if self.internal_error is not None:
             return RunResult(self.rollout_id, "internal_error", EXIT_INTERNAL,
@@ -629,6 +714,9 @@ class Engine:
         if self.signal is not None:
             return RunResult(self.rollout_id, "interrupted", exit_code_for(self.signal),
                              f"{self.stop_reason}: nothing was changed", started, ended)
+        if self.aborted_by is not None:
+            return RunResult(self.rollout_id, "aborted", EXIT_USAGE,
+                             f"aborted by {self.aborted_by} before any change: nothing was changed", started, ended)
         if failure is not None:
             return RunResult(self.rollout_id, "failed", EXIT_USAGE, f"{failure} (nothing was changed)", started,
                              ended)

@@ -16,15 +16,18 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from rich.console import Console
 
-from .bus import EngineEvent, EventBus
+from .bus import EngineEvent, EventBus, Message
 from .context import AskFunction
+from .control import serve_control, socket_path
 from .engine import Engine, EngineOptions, RunResult
 from .github import GitHubView, append_step_summary, in_github_actions
 from .journal import DEFAULT_JOURNAL, Journal
 from .lock import rollout_locks
 from .metrics import Metrics, MetricsServer
 from .plan import Plan, load_plan
-from .report import ReportInput, build_report, write_reports
+from .preflight import git_head
+from .report import ReportInput, build_report, command_line, guard_specs, write_reports
+from .series import run_series
 from .target import Target
 from .view import LiveView, PlainView, View
 from .wrangler import Wrangler
@@ -129,26 +132,46 @@ async def run_plan(options: RunOptions, plan: Plan | None = None) -> RunOutcome:
                 tg.start_soon(feed_metrics, metrics, metrics_stream)
                 tg.start_soon(view.run, view_stream)
                 try:
-                    result = await engine.run()
+                    async with _control(options.journal_path, engine):
+                        result = await engine.run()
                 finally:
                     bus.close()
                     if server is not None:
                         server.stop()
             fault_onset = simulator.first_fault_onset() if simulator is not None else None  # type: ignore[attr-defined]
             migrations = await journal.migrations(engine.rollout_id)
+        timing = None
+        if fault_onset is not None and result.rollback_verified_at is not None:
+            timing = result.rollback_verified_at - fault_onset
+        series_start, series = run_series({w: m.signals for w, m in engine.monitors.items()}, bus.history,
+                                          result.started, result.ended)
         report = build_report(ReportInput(
             rollout_id=result.rollout_id, plan=plan.name, target=target.name, outcome=result.outcome,
             exit_code=result.exit_code, detail=result.detail, started=result.started, ended=result.ended,
-            events=list(bus.history), migrations=migrations))
+            events=list(bus.history), migrations=migrations, command=command_line(),
+            plan_path=str(plan.source or options.plan_path), scenario=options.scenario if options.sim else None,
+            time_scale=engine.time_scale, git_commit=await git_head(project_dir), fault_to_verified_s=timing,
+            series=series, series_start=series_start, guards=guard_specs(plan.guards),
+            watched=[w.name for w in plan.workers if w.watch]))
         files = await write_reports(report, options.report_dir)
         if in_github_actions():
             step_summary = append_step_summary(options.report_dir / "summary.md")
             if step_summary is not None:
                 files.append(step_summary)
-    timing = None
-    if fault_onset is not None and result.rollback_verified_at is not None:
-        timing = result.rollback_verified_at - fault_onset
     return RunOutcome(result, report, files, timing)
+
+
+@contextlib.asynccontextmanager
+async def _control(journal_path: Path, engine: Engine) -> AsyncIterator[None]:
+    """`rollout pause|resume|promote|abort` reach this run through a unix socket (none if it cannot be made)."""
+    path = socket_path(journal_path, engine.rollout_id)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            await stack.enter_async_context(serve_control(path, engine.control))
+        except OSError as exc:
+            logger.warning("no control socket at %s: %s", path, exc)
+            engine.bus.publish(Message(level="warn", text=f"`rollout pause/abort` cannot reach this run: {exc}"))
+        yield
 
 
 def _engine_options(options: RunOptions) -> EngineOptions:

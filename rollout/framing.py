@@ -12,7 +12,10 @@ It also accepts, in the same stream:
 * any indentation (``jq .`` prints two spaces) and CRLF line ends;
 * garbage lines between objects (a stray warning), counted in ``garbage_lines``;
 * an object cut short because wrangler was killed mid-write, followed by a new one: the cut object is
-  dropped and counted in ``truncated_objects``.
+  dropped and counted in ``truncated_objects``;
+* an object (or line) longer than ``max_object_bytes``: dropped and counted in ``oversized_objects`` (a
+  parse error for :class:`TailDecoder`), and the rest of it skipped up to the next line that starts with
+  ``{``, so neither memory nor the counts grow with it.
 
 Both classes are sans-IO: feed them bytes as they come, split anywhere (even inside a UTF-8 character),
 and call ``flush()`` at end of input.
@@ -27,9 +30,15 @@ from __future__ import annotations
 
 from typing import Final
 
-import msgspec
-
-from rollout.events import TailEvent, _wire_decoder, event_from_wire, events_from_wires
+from rollout.events import (
+    DECODE_ERRORS,
+    EventParseError,
+    TailEvent,
+    _wire_decoder,
+    decode_event_as_json,
+    event_from_wire,
+    events_from_wires,
+)
 
 __all__ = ["TailDecoder", "TailFramer"]
 
@@ -40,6 +49,8 @@ _CLOSE: Final = b"\n}"              # the start of a line "}"
 _CLOSE_OPEN: Final = b"\n}\n{"      # a line "}" and the next object's first byte: the usual boundary
 _BOUNDARY: Final = b"\n}\n{\n"      # a line "}" then a line "{": how two of wrangler's objects meet
 _PRETTY_OPEN: Final = b"{\n"
+_FAST_HELD_MAX: Final = 1 << 20     # the fast path is not tried when more than this was held back
+_FEED_MAX: Final = 1 << 20          # a longer chunk is decoded in pieces of this size
 _NL: Final = 10
 _CR: Final = 13
 
@@ -48,14 +59,15 @@ class TailFramer:
     """Cut a byte stream into complete top-level JSON objects.
 
     Args:
-        max_object_bytes: an unfinished object or line longer than this is dropped (and counted), so a
+        max_object_bytes: an object or line longer than this is dropped (and counted), finished or not, so a
             stream that never closes its object cannot grow the buffer without bound.
 
     Attributes:
         objects: objects returned so far.
         garbage_lines: non-empty lines outside any object.
         truncated_objects: objects that were cut short and dropped.
-        skipped_bytes: bytes dropped, in garbage lines and truncated objects.
+        oversized_objects: objects longer than ``max_object_bytes``, dropped.
+        skipped_bytes: bytes dropped, in garbage lines, truncated and oversized objects.
     """
 
     def __init__(self, max_object_bytes: int = 8 << 20) -> None:
@@ -63,8 +75,14 @@ class TailFramer:
         self.objects = 0
         self.garbage_lines = 0
         self.truncated_objects = 0
+        self.oversized_objects = 0
         self.skipped_bytes = 0
         self._buf = b""
+        #: after an oversized object or line: 0 (not skipping), 1 (skipping lines until one that starts
+        #: with "{"), 2 (skipping to the end of the current line first)
+        self._skip = 0
+        #: the held object (a pretty one, at the start of the buffer) has no closing line before this offset
+        self._open_scanned = 0
 
     @property
     def buffered(self) -> int:
@@ -91,6 +109,8 @@ class TailFramer:
     def _drop_rest(self) -> None:
         rest = self._buf
         self._buf = b""
+        self._skip = 0
+        self._open_scanned = 0
         if rest.strip():
             self.skipped_bytes += len(rest)
             if rest[:1] == b"{":
@@ -106,12 +126,16 @@ class TailFramer:
         object, or two objects with garbage between them.  Such a candidate does not decode, and
         :class:`TailDecoder` re-frames it with ``check`` true, which is exact.
         """
+        if self._skip:
+            chunk = self._skip_rest(chunk)
         buf = self._buf + chunk if self._buf else chunk
         n = len(buf)
+        limit = self.max_object_bytes
         pos = 0  # always at the start of a line
         find = buf.find
         append = out.append
         emitted = len(out)
+        scanned = 0
         while pos < n:
             if buf[pos] == 123 and buf[pos + 1: pos + 2] == b"\n":  # a line "{": a pretty object opens
                 start = pos + 1
@@ -127,19 +151,29 @@ class TailFramer:
                     pos = eol + 1
                     continue
                 if line[-1:] == b"}":  # a compact object
-                    append(line)
+                    if check and len(line) > limit:
+                        self.oversized_objects += 1
+                        self.skipped_bytes += eol + 1 - pos
+                    else:
+                        append(line)
                     pos = eol + 1
                     continue
                 if line != b"{" or buf[pos] != 123:  # a compact object cut short
-                    self.truncated_objects += 1
+                    if eol - pos > limit:
+                        self.oversized_objects += 1
+                    else:
+                        self.truncated_objects += 1
                     self.skipped_bytes += eol + 1 - pos
                     pos = eol + 1
                     continue
                 start = eol  # "{" followed by CR or blanks
+            if pos == 0 and self._open_scanned:  # the held object was searched this far already
+                start = max(start, self._open_scanned - 3)
             end = -1 if check else find(_CLOSE_OPEN, start)
             if end < 0:
                 end = find(_CLOSE, start)
                 if end < 0:
+                    scanned = n - pos  # so a long object is not searched again for each read
                     break
             nxt = end + 2
             if nxt >= n:
@@ -157,18 +191,59 @@ class TailFramer:
             if check:
                 cut = _last_open(buf, pos, end)
                 if cut > pos:
-                    self.truncated_objects += 1
+                    if cut - pos > limit:  # as if it had been held back past the bound
+                        self.oversized_objects += 1
+                    else:
+                        self.truncated_objects += 1
                     self.skipped_bytes += cut - pos
                     pos = cut
+                    continue
+                if end + 2 - pos > limit:
+                    self.oversized_objects += 1
+                    self.skipped_bytes += nxt - pos
+                    pos = nxt
                     continue
             append(buf[pos: end + 2])
             pos = nxt
         self.objects += len(out) - emitted
+        self._open_scanned = scanned
         self._buf = buf[pos:] if pos < n else b""
-        if len(self._buf) > self.max_object_bytes:
-            self.truncated_objects += 1
-            self.skipped_bytes += len(self._buf)
+        if len(self._buf) > limit:
+            rest = self._buf
             self._buf = b""
+            self._open_scanned = 0
+            self.skipped_bytes += len(rest)
+            if rest[:1] == b"{":
+                self.oversized_objects += 1
+            else:
+                self.garbage_lines += 1
+            self._skip = 1 if rest[-1:] == b"\n" else 2
+
+    def _skip_rest(self, chunk: bytes) -> bytes:
+        """Skipping the rest of an oversized object: the part of ``chunk`` from the first line that starts
+        with ``{`` (and skipping ends), or nothing (and it goes on).  Skipped bytes are counted."""
+        pos = 0
+        n = len(chunk)
+        if self._skip == 2:  # inside the line that was cut
+            eol = chunk.find(b"\n")
+            if eol < 0:
+                self.skipped_bytes += n
+                return b""
+            pos = eol + 1
+            self._skip = 1
+        find = chunk.find
+        while pos < n:
+            if chunk[pos] == 123:
+                self._skip = 0
+                self.skipped_bytes += pos
+                return chunk[pos:]
+            eol = find(b"\n", pos)
+            if eol < 0:
+                self._skip = 2
+                break
+            pos = eol + 1
+        self.skipped_bytes += n
+        return b""
 
 
 def _last_open(buf: bytes, pos: int, end: int) -> int:
@@ -189,19 +264,46 @@ class TailDecoder:
 
     Malformed objects are counted in :attr:`parse_errors` (with the last message in :attr:`last_error`),
     never raised.  An object glued to the cut-off start of another is recovered and the cut part counted
-    as truncated.
+    as truncated.  An object the typed decoder refuses is read leniently
+    (:func:`rollout.events.decode_event_as_json`): kept when it is a trace item at all, and counted in
+    :attr:`parse_warnings` when a field had an unexpected type.
+
+    Bounds: an object longer than ``max_object_bytes`` (8 MiB) is a parse error, and so is one nested
+    deeper than the decoder recurses (about 900 levels at Python's default recursion limit); the stream goes
+    on with the next object either way.
 
     Attributes:
         events: events decoded so far.
-        parse_errors: objects that were framed but could not be decoded as trace items.
+        parse_warnings: events kept although a field had an unexpected type (with the last list of what was
+            odd in :attr:`last_warning`).
         last_error: the message of the latest parse error.
     """
 
     def __init__(self, max_object_bytes: int = 8 << 20) -> None:
         self.framer = TailFramer(max_object_bytes)
         self.events = 0
-        self.parse_errors = 0
-        self.last_error: str | None = None
+        self.parse_warnings = 0
+        self.last_warning: str | None = None
+        self._errors = 0
+        self._oversized = 0  # framer.oversized_objects already reported in last_error
+        self._last_error: str | None = None
+
+    @property
+    def parse_errors(self) -> int:
+        """Objects that were framed but are not trace items, or are over a bound (size, nesting)."""
+        return self._errors + self.framer.oversized_objects
+
+    @property
+    def last_error(self) -> str | None:
+        self._note_oversized()
+        return self._last_error
+
+    def _note_oversized(self) -> None:
+        """The framer dropped an oversized object since the last look: that is the latest error."""
+        oversized = self.framer.oversized_objects
+        if oversized != self._oversized:
+            self._oversized = oversized
+            self._last_error = f"not a tail event: an object longer than {self.framer.max_object_bytes} bytes"
 
     @property
     def garbage_lines(self) -> int:
@@ -222,10 +324,20 @@ class TailDecoder:
 
     def feed(self, chunk: bytes) -> list[TailEvent]:
         """Add ``chunk`` and return the events it completed, oldest first."""
+        if len(chunk) > _FEED_MAX:  # in pieces, so that the fast path's runs stay under the size bound
+            out: list[TailEvent] = []
+            for i in range(0, len(chunk), _FEED_MAX):
+                out += self._feed(chunk[i:i + _FEED_MAX])
+            return out
+        return self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> list[TailEvent]:
         framer = self.framer
-        buf = framer._buf + chunk if framer._buf else chunk
+        held = framer._buf
+        buf = held + chunk if held else chunk
         framer._buf = b""
-        if buf.startswith(_PRETTY_OPEN):
+        # (a long held object is left to the framer, which remembers how far it searched it)
+        if buf.startswith(_PRETTY_OPEN) and not framer._skip and len(held) < _FAST_HELD_MAX:
             out = self._decode_run(buf)
             if out is not None:
                 return out
@@ -249,10 +361,12 @@ class TailDecoder:
           boundary has that form, and the exact framer, which cuts at each ``"\n}\n{"``, cuts the same
           objects, each of which decodes alone to the same struct.  (Overlapping occurrences would need an
           object ``{\n}``, which lacks ``outcome`` and fails to decode.)
+        * the part is at most ``max_object_bytes`` long, so none of its objects is over that bound.
 
         Returns None, with nothing counted, when any of it fails (malformed input, garbage between objects,
-        other layouts); the caller then runs the exact path on the same buffer.  Whatever follows the
-        complete part is handed to the exact path, as it would be at that position.
+        a field the typed structs refuse, other layouts); the caller then runs the exact path on the same
+        buffer.  Whatever follows the complete part is handed to the exact path, as it would be at that
+        position.
         """
         n = len(buf)
         last = buf.rfind(_CLOSE_OPEN)
@@ -263,14 +377,17 @@ class TailDecoder:
             end = last + 2
         else:
             return None
+        if end > self.framer.max_object_bytes:
+            return None
         try:
             wires = _wire_decoder.decode_lines(memoryview(buf)[:end])
             if len(wires) != buf.count(_BOUNDARY, 0, end) + 1:
                 return None
             out = events_from_wires(wires)
-        except (msgspec.DecodeError, ValueError, OverflowError):
+        except DECODE_ERRORS:
             return None
         self.framer.objects += len(out)
+        self.framer._open_scanned = 0  # what the framer searched of the held part is decoded now
         self.events += len(out)
         if end + 1 < n:
             objs: list[bytes] = []
@@ -295,31 +412,48 @@ class TailDecoder:
         append = out.append
         decode = _wire_decoder.decode
         convert = event_from_wire
+        limit = self.framer.max_object_bytes
         for raw in objs:
+            if len(raw) > limit:  # maybe one oversized object, maybe several: the exact framer tells
+                self._recover(raw, out)
+                continue
             try:
                 append(convert(decode(raw)))
-            except (msgspec.DecodeError, ValueError, OverflowError) as exc:
-                self._recover(raw, exc, out)
+            except DECODE_ERRORS:
+                self._recover(raw, out)
         self.events += len(out)
         return out
 
-    def _recover(self, raw: bytes, exc: Exception, out: list[TailEvent]) -> None:
-        """Re-frame a candidate that did not decode, exactly, and decode what it holds."""
+    def _recover(self, raw: bytes, out: list[TailEvent]) -> None:
+        """Re-frame a candidate that did not decode, exactly, and decode what it holds (leniently)."""
         exact = TailFramer(self.framer.max_object_bytes)
         parts = exact.feed(raw + b"\n")
         parts += exact.flush()
-        self.framer.garbage_lines += exact.garbage_lines
-        self.framer.truncated_objects += exact.truncated_objects
-        self.framer.skipped_bytes += exact.skipped_bytes
+        framer = self.framer
+        framer.garbage_lines += exact.garbage_lines
+        framer.truncated_objects += exact.truncated_objects
+        framer.oversized_objects += exact.oversized_objects
+        framer.skipped_bytes += exact.skipped_bytes
         if parts == [raw]:
-            self._fail(exc)
+            self._lenient(raw, out)
             return
         for part in parts:
             try:
                 out.append(event_from_wire(_wire_decoder.decode(part)))
-            except (msgspec.DecodeError, ValueError, OverflowError) as exc2:
-                self._fail(exc2)
+            except DECODE_ERRORS:
+                self._lenient(part, out)
 
-    def _fail(self, exc: Exception) -> None:
-        self.parse_errors += 1
-        self.last_error = f"not a tail event: {exc}"
+    def _lenient(self, raw: bytes, out: list[TailEvent]) -> None:
+        """One object the typed decoder refused: keep it when it is a trace item, else count an error."""
+        try:
+            event, odd = decode_event_as_json(raw)
+        except EventParseError as exc:
+            self._errors += 1
+            self._note_oversized()
+            self._last_error = str(exc)
+            return
+        out.append(event)
+        if odd:
+            self.parse_warnings += 1
+            text = "; ".join(odd)
+            self.last_warning = text if len(text) <= 300 else text[:297] + "..."

@@ -19,11 +19,13 @@ armed, e.g. the deploy) keeps events from before the change out of the judgement
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, runtime_checkable
 
 from rollout import _check
+from rollout.patterns import Pattern, check_pattern, describe_pattern, pattern_key
 from rollout.phase import caller_location
 from rollout.signals import WindowStats, WorkerSignals
 from rollout.stats import binom_cdf, binom_sf, binom_upper, poisson_sf
@@ -259,13 +261,20 @@ class LogRate:
     so a crash loop is caught at once.
 
     Args:
-        pattern: a name from the signals' patterns (``do_churn``, ``do_young``, ...).
+        pattern: what to count (:mod:`rollout.patterns`): a name from
+            :data:`~rollout.patterns.DEFAULT_PATTERNS` (``do_churn``, ``do_young``, ``do_created``,
+            ``persisted``), any other str as a substring of the log line (``"greet failed"``), or a compiled
+            ``re.Pattern``.  A str of only ``[a-z0-9_]`` that is not a default name (``"do_chrun"``) is a
+            plan error: use a substring with a space or punctuation, or ``re.compile(...)``.  Monitors
+            count every guard's pattern besides the defaults.
+        name: defaults to ``<key>_per_hour``, the key being the pattern's name in the signals and metrics
+            (:func:`rollout.patterns.pattern_key`): ``greet_failed_per_hour`` for ``"greet failed"``.
         wave: expected extra lines after a full traffic move (0: no allowance).
         wave_s: how long such a wave lasts.
         min_exposure_s: the least observed time the null mean is computed over.
     """
 
-    pattern: str = "do_churn"
+    pattern: Pattern = "do_churn"
     max_per_hour: float = 50.0
     window_s: float = 300.0
     min_samples: int = 1
@@ -278,15 +287,23 @@ class LogRate:
     wave_s: float = 120.0
     min_exposure_s: float = 10.0
     defined_at: _Located = field(default=None, compare=False, repr=False)
+    #: the pattern's name in the signals and the metrics (set from ``pattern``)
+    key: str = field(default="", init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.defined_at is None:
             object.__setattr__(self, "defined_at", caller_location(3))
         where = self.defined_at
-        _check.expect_str(self.pattern, "LogRate(pattern=...)", nonempty=True,
-                          expected="a pattern name (a non-empty str) such as 'do_churn'", where=where)
+        if not isinstance(self.pattern, re.Pattern):
+            _check.expect_str(self.pattern, "LogRate(pattern=...)", nonempty=True,
+                              expected="a pattern name such as 'do_churn', a substring such as 'greet failed', "
+                                       "or a re.compile(...)", where=where)
+        problem = check_pattern(self.pattern)
+        if problem is not None:
+            _check.fail(f"LogRate(pattern=...) {problem}", where)
+        object.__setattr__(self, "key", pattern_key(self.pattern))
         if not self.name:
-            object.__setattr__(self, "name", f"{self.pattern}_per_hour")
+            object.__setattr__(self, "name", f"{self.key}_per_hour")
         _check.expect_number(self.max_per_hour, "LogRate(max_per_hour=...)", low=0, low_open=True,
                              expected="a number of lines per hour > 0", where=where)
         _check.expect_number(self.wave, "LogRate(wave=...)", low=0, expected="a number of lines >= 0", where=where)
@@ -310,22 +327,23 @@ class LogRate:
         start, end = _bounds(signals, now_ms, self.window_s, since_ms)
         w = signals.window(start, end, self.version)
         allowance = self.wave_allowance(start, end, shifts)
-        base = baseline.rate_per_hour(self.pattern) if baseline is not None and baseline.observed_ms else None
+        key = self.key
+        base = baseline.rate_per_hour(key) if baseline is not None and baseline.observed_ms else None
         hours = w.observed_ms / _HOUR_MS
-        if self.pattern not in signals.patterns:
+        if key not in signals.patterns:
             return self._verdict(signals, "no_data", None, base, 0, None,
-                                 f"pattern {self.pattern!r} is not watched", now_ms)
+                                 f"pattern {describe_pattern(self.pattern)} ({key}) is not watched", now_ms)
         if w.requests == 0 or hours <= 0:
             return self._verdict(signals, "no_data", None, base, w.requests, None,
                                  f"no requests in the last {(end - start) / 1000:.0f} s", now_ms)
-        count = w.pattern_counts.get(self.pattern, 0)
+        count = w.pattern_counts.get(key, 0)
         rate = count / hours
         exposure = max(hours, self.min_exposure_s / 3600)
         p = poisson_sf(count, self.max_per_hour * exposure + allowance)
         wave = f" + DO wave allowance {allowance:.0f}" if allowance else ""
         short = f" (null over {self.min_exposure_s:g} s)" if exposure > hours else ""
-        text = (f"{self.pattern} {rate:.0f}/h ({count} in {w.observed_ms / 1000:.0f} s, {w.requests} requests) "
-                f"vs max {self.max_per_hour:g}/h{wave}, Poisson p={_p(p)}{short}")
+        text = (f"{describe_pattern(self.pattern)} {rate:.0f}/h ({count} in {w.observed_ms / 1000:.0f} s, "
+                f"{w.requests} requests) vs max {self.max_per_hour:g}/h{wave}, Poisson p={_p(p)}{short}")
         if w.requests < self.min_samples:
             state: GuardState = "inconclusive"
             text += f"; {w.requests} < {self.min_samples} requests, too few to judge"

@@ -40,7 +40,7 @@ from .bus import (
 )
 from .events import TailEvent
 from .monitor import Monitor
-from .signals import DEFAULT_PATTERNS
+from .patterns import DEFAULT_PATTERNS, Matcher, split_matchers
 from .sources import SourceStatus
 
 __all__ = [
@@ -70,16 +70,14 @@ METRIC_NAMES = (
 
 
 class _Matcher:
-    """The signals' pattern rule (substring, or ``re:`` regular expression), once per log line."""
+    """The signals' pattern rules (substring, ``re:`` or compiled regular expression), once per log line."""
 
-    def __init__(self, patterns: Mapping[str, str]) -> None:
-        self.names = tuple(patterns)
-        self._rules: list[Callable[[str], bool]] = []
-        for value in patterns.values():
-            if value.startswith("re:"):
-                self._rules.append(re.compile(value[3:]).search)  # type: ignore[arg-type]
-            else:
-                self._rules.append(_substring(value))
+    def __init__(self, patterns: Mapping[str, Matcher]) -> None:
+        names, substrings, regexes = split_matchers(patterns)
+        self.names = names
+        rules: dict[int, Callable[[str], bool]] = {i: _substring(needle) for i, needle in substrings}
+        rules.update((i, _search(rx)) for i, rx in regexes)
+        self._rules = [rules[i] for i in range(len(names))]
 
     def count(self, logs: tuple[str, ...], into: list[int]) -> None:
         for i, rule in enumerate(self._rules):
@@ -92,6 +90,10 @@ def _substring(needle: str) -> Callable[[str], bool]:
     return lambda line: needle in line
 
 
+def _search(rx: re.Pattern[str]) -> Callable[[str], bool]:
+    return lambda line: rx.search(line) is not None
+
+
 @dataclass
 class Totals:
     """Exact cumulative counts of one worker's tail, updated on every batch of events.
@@ -101,7 +103,7 @@ class Totals:
     """
 
     worker: str
-    patterns: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PATTERNS))
+    patterns: Mapping[str, Matcher] = field(default_factory=lambda: dict(DEFAULT_PATTERNS))
     status: SourceStatus | None = None
     clock: Callable[[], float] = field(default=lambda: 0.0)
     parse_errors: Callable[[], int] = field(default=lambda: 0)

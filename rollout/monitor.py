@@ -10,7 +10,8 @@ from typing import Protocol
 from .board import EventTimeJudge, GuardBoard
 from .events import TailEvent
 from .framing import TailDecoder
-from .signals import DEFAULT_PATTERNS, WorkerSignals
+from .patterns import DEFAULT_PATTERNS, Matcher, patterns_for
+from .signals import WorkerSignals
 from .sources import SourceStatus
 
 logger = logging.getLogger("rollout.monitor")
@@ -33,6 +34,8 @@ class MonitorSnapshot:
     events: int
     parse_errors: int
     last_event_ms: int
+    #: events kept although a field had an unexpected type (see :attr:`TailDecoder.parse_warnings`)
+    parse_warnings: int = 0
 
 
 class Monitor:
@@ -42,6 +45,9 @@ class Monitor:
     :class:`~rollout.board.EventTimeJudge` (the same loop replay runs, so a recording of this tail replays
     to the same breach at the same event).  ``on_events`` is called after each chunk that produced events
     (exact counters for metrics).  Events of other workers are ignored.
+
+    The signals count ``patterns`` (the defaults) plus the log pattern of every guard on ``board``
+    (:func:`rollout.patterns.patterns_for`), so a plan's ``LogRate(pattern="greet failed")`` is watched.
     """
 
     def __init__(
@@ -49,7 +55,7 @@ class Monitor:
         worker: str,
         source: Source,
         *,
-        patterns: Mapping[str, str] = DEFAULT_PATTERNS,
+        patterns: Mapping[str, Matcher] = DEFAULT_PATTERNS,
         on_events: Callable[[str, list[TailEvent]], None] | None = None,
         recorder: Callable[[bytes], None] | None = None,
         board: GuardBoard | None = None,
@@ -58,6 +64,8 @@ class Monitor:
         self.worker = worker
         self.source = source
         self.decoder = TailDecoder()
+        if board is not None:
+            patterns = patterns_for(board.guards, patterns)
         self.signals = WorkerSignals(worker, patterns=patterns)
         self.judge = EventTimeJudge(board, worker, self.signals) if board is not None else None
         self.on_events = on_events
@@ -99,4 +107,5 @@ class Monitor:
             events=self.decoder.events,
             parse_errors=self.decoder.parse_errors,
             last_event_ms=self.signals.latest_ms,
+            parse_warnings=self.decoder.parse_warnings,
         )

@@ -35,7 +35,8 @@ from .errors import UsageError
 from .events import TailEvent
 from .framing import TailDecoder
 from .guards import Action, Guard
-from .signals import DEFAULT_PATTERNS, WindowStats, WorkerSignals
+from .patterns import DEFAULT_PATTERNS, Matcher, patterns_for
+from .signals import WindowStats, WorkerSignals
 from .tailfile import ReplayContext, context_path_for
 
 if TYPE_CHECKING:
@@ -85,8 +86,8 @@ class ReplayResult:
 
     Attributes:
         events: valid events read.
-        parse_errors: everything that was not a valid event (undecodable objects, garbage lines, truncated
-            objects); never fatal.
+        parse_errors: everything that was not a valid event (undecodable objects, objects over the size or
+            nesting bound, garbage lines, truncated objects); never fatal.
         first_ms: event time of the first event (0 without events).
         last_ms: the newest event time seen.
         armed_ms: event time at which the guards were armed, None if the recording never reached it.
@@ -94,6 +95,8 @@ class ReplayResult:
         breaches: guards that would have tripped, in order.
         evaluations: how many times a worker's guards were judged.
         context: the live run's context the replay started from, if any.
+        parse_warnings: events kept although a field had an unexpected type (an exception message that is
+            an object, a status that is a str, ...): counted, never dropped.
     """
 
     events: int
@@ -105,6 +108,7 @@ class ReplayResult:
     breaches: tuple[ReplayBreach, ...] = ()
     evaluations: int = 0
     context: ReplayContext | None = None
+    parse_warnings: int = 0
 
     @property
     def rolled_back(self) -> bool:
@@ -112,7 +116,7 @@ class ReplayResult:
         return any(b.action == "rollback" for b in self.breaches)
 
     def to_json(self) -> dict[str, Any]:
-        return {"events": self.events, "parse_errors": self.parse_errors,
+        return {"events": self.events, "parse_errors": self.parse_errors, "parse_warnings": self.parse_warnings,
                 "breaches": [b.to_json() for b in self.breaches],
                 "context": None if self.context is None else self.context.worker}
 
@@ -121,11 +125,11 @@ class _Replayer:
     """The state of one replay (one instance per call of :func:`replay_bytes`)."""
 
     def __init__(self, guards: Sequence[Guard], baseline_ms: int, interval_ms: int,
-                 patterns: Mapping[str, str], context: ReplayContext | None) -> None:
+                 patterns: Mapping[str, Matcher], context: ReplayContext | None) -> None:
         self.board = GuardBoard(guards, EventBus(), on_breach=self._on_breach)
         self.baseline_ms = baseline_ms
         self.interval_ms = interval_ms
-        self.patterns = patterns
+        self.patterns = patterns_for(guards, patterns)
         self.context = context
         self.judges: dict[str, EventTimeJudge] = {}
         self.breaches: list[ReplayBreach] = []
@@ -186,7 +190,7 @@ class _Replayer:
 
 def replay_bytes(
     chunks: Iterable[bytes], guards: Sequence[Guard], *, baseline_ms: int = 30_000,
-    eval_interval_ms: int = DEFAULT_EVAL_INTERVAL_MS, patterns: Mapping[str, str] = DEFAULT_PATTERNS,
+    eval_interval_ms: int = DEFAULT_EVAL_INTERVAL_MS, patterns: Mapping[str, Matcher] = DEFAULT_PATTERNS,
     context: ReplayContext | None = None,
 ) -> ReplayResult:
     """Run ``guards`` over the tail in ``chunks`` (``wrangler tail --format json`` output, or one compact
@@ -199,7 +203,8 @@ def replay_bytes(
             end (0: armed at the first event, judged without a baseline).  Not used for the worker of
             ``context``.
         eval_interval_ms: event time between two judgements of one worker's guards.
-        patterns: the log patterns the signals count.
+        patterns: the log patterns the signals count, besides each guard's own
+            (:func:`rollout.patterns.patterns_for`).
         context: what a live run knew about the recorded worker (arming, baseline, shifts): start from there.
     """
     replayer = _Replayer(guards, baseline_ms, eval_interval_ms, patterns, context)
@@ -217,7 +222,7 @@ def replay_bytes(
         events=decoder.events, parse_errors=decoder.malformed, first_ms=replayer.first_ms,
         last_ms=replayer.now_ms, armed_ms=replayer.armed_ms(), baselines=MappingProxyType(baselines),
         breaches=tuple(replayer.breaches), evaluations=sum(j.judgements for j in replayer.judges.values()),
-        context=context,
+        context=context, parse_warnings=decoder.parse_warnings,
     )
 
 
@@ -246,6 +251,9 @@ def describe(result: ReplayResult, baseline_ms: int) -> list[str]:
     """The replay as lines for a person: the recording, the baseline, then each breach with its evidence."""
     span = max(0, result.last_ms - result.first_ms)
     lines = [f"{result.events} events over {_clock(span)[1:]} of event time, {result.parse_errors} bad input(s)"]
+    if result.parse_warnings:
+        lines.append(f"{result.parse_warnings} event(s) kept with a field of an unexpected type (read as "
+                     "far as it could be)")
     context = result.context
     if context is not None:
         armed = "never armed" if context.armed_ms is None else \

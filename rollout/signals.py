@@ -17,7 +17,6 @@ counts are lower bounds, their ratios are still unbiased.
 
 from __future__ import annotations
 
-import re
 from array import array
 from bisect import bisect_right
 from collections.abc import Mapping
@@ -26,17 +25,9 @@ from types import MappingProxyType
 from typing import Final
 
 from rollout.events import NON_FAILURE_OUTCOMES, TailEvent
+from rollout.patterns import DEFAULT_PATTERNS, Matcher, split_matchers
 
-__all__ = ["DEFAULT_PATTERNS", "WindowStats", "WorkerSignals"]
-
-#: The log lines the runbook (004) greps the tail for.  A value is a substring, or a regular expression
-#: when it starts with ``re:``.
-DEFAULT_PATTERNS: Final[Mapping[str, str]] = MappingProxyType({
-    "do_churn": "DO Instance Churn",
-    "do_young": "Young DO instance",
-    "do_created": "DO Instance Created",
-    "persisted": "Persisted ad state",
-})
+__all__ = ["DEFAULT_PATTERNS", "Matcher", "WindowStats", "WorkerSignals"]
 
 _HOUR_MS: Final = 3_600_000
 _EMPTY: Final[Mapping[str, int]] = MappingProxyType({})
@@ -155,8 +146,9 @@ class WorkerSignals:
 
     Args:
         worker: the worker's name (carried into verdicts).
-        patterns: name -> substring (or ``re:`` regular expression) matched against each log line; a line
-            counts once per pattern.
+        patterns: name -> substring, ``re:`` regular expression or compiled ``re.Pattern``, matched against
+            each log line; a line counts once per pattern (:func:`rollout.patterns.patterns_for` builds them
+            from a plan's guards).
         bucket_ms: the width of a bucket of event time.
         retention_ms: how much event time to keep, counted back from the newest event.
         max_signatures: distinct exception signatures remembered per version; beyond it only names count.
@@ -169,13 +161,13 @@ class WorkerSignals:
     """
 
     def __init__(
-        self, worker: str, patterns: Mapping[str, str] = DEFAULT_PATTERNS, bucket_ms: int = 1000,
+        self, worker: str, patterns: Mapping[str, Matcher] = DEFAULT_PATTERNS, bucket_ms: int = 1000,
         retention_ms: int = 2 * 3600 * 1000, *, max_signatures: int = 1000,
     ) -> None:
         if bucket_ms <= 0 or retention_ms < bucket_ms:
             raise ValueError("need bucket_ms > 0 and retention_ms >= bucket_ms")
         self.worker = worker
-        self.patterns: Mapping[str, str] = MappingProxyType(dict(patterns))
+        self.patterns: Mapping[str, Matcher] = MappingProxyType(dict(patterns))
         self.bucket_ms = bucket_ms
         self.retention_ms = retention_ms
         self.max_signatures = max_signatures
@@ -183,14 +175,10 @@ class WorkerSignals:
         self.first_ms = 0
         self.events = 0
         self.late_events = 0
-        self._names = tuple(self.patterns)
-        self._substrings: list[tuple[int, str]] = []
-        self._regexes: list[tuple[int, re.Pattern[str]]] = []
-        for i, value in enumerate(self.patterns.values(), start=2):
-            if value.startswith("re:"):
-                self._regexes.append((i, re.compile(value[3:])))
-            else:
-                self._substrings.append((i, value))
+        self._names, substrings, regexes = split_matchers(self.patterns)
+        # cell columns: the patterns come after requests and errors
+        self._substrings = [(i + 2, needle) for i, needle in substrings]
+        self._regexes = [(i + 2, rx) for i, rx in regexes]
         self._width = 2 + len(self._names)
         self._buckets: dict[int, dict[str | None, _Cell]] = {}
         # exceptions by (version, name), per bucket; kept apart from the cells because they are rare

@@ -100,6 +100,12 @@ GARBAGE_CASES = {
     "garbage after the close": pretty(ITEMS[0])[:-1] + b"junk\n" + pretty(ITEMS[1]),
     "a stray close line": pretty(ITEMS[0]) + b"}\n" + pretty(ITEMS[1]),
     "cut at the end": pretty(ITEMS[0], ITEMS[1]) + pretty(ITEMS[2])[:-30],
+    "an exception message that is an object": pretty(ITEMS[0])
+    + pretty({**ITEMS[1], "exceptions": [{"name": "Error", "message": {"complex": "error"}}]}) + pretty(ITEMS[2]),
+    "a status that is a str": pretty(ITEMS[0], {**ITEMS[3], "event": {"request": {"url": "/x"},
+                                                                       "response": {"status": "503"}}}, ITEMS[1]),
+    "nested too deeply": pretty(ITEMS[0]) + b'{\n    "outcome": "ok",\n    "logs": [{"message": '
+    + b"[" * 1500 + b"]" * 1500 + b"}]\n}\n" + pretty(ITEMS[1]),
 }
 
 
@@ -143,6 +149,17 @@ def test_a_long_clean_stream_is_decoded_by_the_fast_path() -> None:
     fast = same(data, cuts)
     assert fast.events == 500
     assert fast.fast >= 500 - len(cuts) - 1
+
+
+def test_one_huge_read_is_decoded_by_the_fast_path_in_pieces() -> None:
+    """A read longer than the 8 MiB object bound (replay_bytes([whole_file])) is decoded in 1 MiB pieces, so
+    the fast path's runs stay under the bound: nearly every event comes fast, the same as the exact path."""
+    items = [trace(t=T0 + i, logs=[[f"line {i}", "x" * 2000]]) for i in range(4000)]
+    data = pretty(*items)
+    assert len(data) > 8 << 20
+    fast = same(data, [])
+    assert fast.events == 4000
+    assert fast.fast >= 4000 - len(data) // (1 << 20) - 2
 
 
 def test_batch_conversion_equals_one_at_a_time() -> None:

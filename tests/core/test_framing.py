@@ -125,7 +125,11 @@ def test_oversized_unfinished_object_is_dropped() -> None:
     framer = TailFramer(max_object_bytes=1000)
     framer.feed(b"{\n" + b'    "x": 1,\n' * 200)
     assert framer.buffered == 0
-    assert framer.truncated_objects == 1
+    assert (framer.oversized_objects, framer.truncated_objects, framer.garbage_lines) == (1, 0, 0)
+    # the rest of it is skipped, not counted line by line; the next object comes through
+    out = framer.feed(b'    "x": 1,\n' * 50 + b"}\n" + b'{\n    "outcome": "ok"\n}\n')
+    assert out == [b'{\n    "outcome": "ok"\n}']
+    assert (framer.oversized_objects, framer.truncated_objects, framer.garbage_lines) == (1, 0, 0)
 
 
 def test_decoder_counts_malformed_objects_and_never_raises() -> None:

@@ -156,9 +156,12 @@ def test_churn_at_rare_rate_is_ok() -> None:
 
 
 def test_unknown_pattern_is_no_data() -> None:
-    """A guard on a pattern the signals do not watch reports no_data, not ok."""
+    """A guard on a pattern the signals do not watch (signals built without the plan's patterns) reports
+    no_data, not ok."""
     s = traffic(100, 0)
-    assert LogRate(pattern="nope").evaluate(s, None, T0 + 50_000).state == "no_data"
+    verdict = LogRate(pattern="nope, not here").evaluate(s, None, T0 + 50_000)
+    assert verdict.state == "no_data"
+    assert "'nope, not here' (nope_not_here_" in verdict.detail and "is not watched" in verdict.detail
 
 
 def test_new_exceptions_only_in_new_version() -> None:

@@ -41,7 +41,6 @@ from .bus import (
     WorkerChanged,
 )
 from .durations import format_duration
-from .rollback import manual_command
 
 logger = logging.getLogger("rollout.report")
 
@@ -646,7 +645,7 @@ def _still_live(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _undo(change: dict[str, Any]) -> str:
     if change["before"] is None:
         return f"{change['worker']} did not exist before: wrangler delete --name {shlex.quote(change['worker'])}"
-    return manual_command(change["worker"], change["before"])
+    return f"wrangler rollback {shlex.quote(change['before'])} --name {shlex.quote(change['worker'])} -y"
 
 
 def _run_again(report: dict[str, Any]) -> str:

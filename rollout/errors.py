@@ -6,6 +6,7 @@
     ├── PlanError            the plan file or its values are wrong (file and line in the message)
     ├── UsageError           the command line asks for something impossible
     ├── WranglerError        a wrangler command failed (exit status, Cloudflare codes, stderr)
+    │   └── WranglerTimeout  a wrangler command did not finish in time and was killed (transient)
     ├── SimulatorError       the simulator could not start or was misconfigured
     ├── ScenarioError        a scenario file is wrong (file and field in the message)
     ├── PhaseFailed          a phase of the plan failed
@@ -46,7 +47,10 @@ class WranglerError(RolloutError):
         returncode: the exit status.
         codes: Cloudflare error codes found in its output, first one first.
         stderr: its standard error with ANSI colours stripped.
+        transient: True when trying again may help (a timeout, an API hiccup).
     """
+
+    transient: bool = False
 
     def __init__(
         self, message: str, *, argv: tuple[str, ...] = (), returncode: int | None = None,
@@ -57,6 +61,25 @@ class WranglerError(RolloutError):
         self.returncode = returncode
         self.codes = codes
         self.stderr = stderr
+
+
+class WranglerTimeout(WranglerError):
+    """A wrangler command ran longer than its timeout; its whole process group was killed.
+
+    Transient: the API may only be slow, so a retry (e.g. of a rollback) may work.  A command that timed
+    out may still have changed something on the server, so read the state again before assuming not.
+
+    Attributes:
+        timeout_s: the limit it ran into, in seconds.
+    """
+
+    transient = True
+
+    def __init__(
+        self, message: str, *, argv: tuple[str, ...] = (), timeout_s: float = 0.0, stderr: str = "",
+    ) -> None:
+        super().__init__(message, argv=argv, returncode=None, stderr=stderr)
+        self.timeout_s = timeout_s
 
 
 class PhaseFailed(RolloutError):

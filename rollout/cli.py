@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
     watch.add_argument("--webhook", metavar="URL", help="POST JSON alerts (Slack-compatible) to this URL")
     watch.add_argument("--blind-alert", default="60s", metavar="DURATION", help="alert on blind spells this long")
+    watch.add_argument("--max-blind", default="20%", metavar="SHARE",
+                       help="exit 5 (blind) when a worker's tail was blind for more than this share of the watch "
+                            "(default 20%%; a tail that carried no event at all is always blind)")
     watch.add_argument("--baseline", default="60s", metavar="DURATION", help="baseline = the first window (0: none)")
     watch.add_argument("--source", choices=("wrangler", "ws"), default="wrangler", help="how to read the tail")
     watch.add_argument("--sim", action="store_true", help="start the local simulator in-process and watch it")

@@ -317,6 +317,18 @@ async def _roll_back(args: argparse.Namespace, console: Console, journal: Journa
     return EXIT_ROLLBACK_FAILED if failed else EXIT_OK
 
 
+def _share(text: str, option: str) -> float:
+    """``"20%"`` or ``"0.2"`` → 0.2; a usage error unless it is a share from 0 to 100%."""
+    value = text.strip()
+    try:
+        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:  # also refuses nan
+        raise UsageError(f"{option} {text}: give a share of the watch from 0 to 100% (e.g. 20% or 0.2)")
+    return share
+
+
 async def cmd_watch(args: argparse.Namespace, console: Console) -> int:
     from .durations import parse_duration
     from .watch import WatchOptions, run_watch
@@ -327,11 +339,13 @@ async def cmd_watch(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(str(exc)) from exc
     if not math.isfinite(duration) or duration <= 0:
         raise UsageError(f"--for {args.duration}: a watch needs a finite time of more than 0 (e.g. 24h, 30m)")
+    max_blind = _share(args.max_blind, "--max-blind")
     options = WatchOptions(
         workers=list(args.workers), duration_s=duration, guards_path=args.guards, plan_path=args.plan,
         rollback_on_breach=args.rollback_on_breach, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         webhook=args.webhook, source=args.source, sim=args.sim, scenario=args.scenario, api_base=args.api_base,
         tty=not args.no_tty, journal_path=args.journal, console=console, blind_alert_s=blind, baseline_s=baseline,
+        max_blind=max_blind,
     )
     result = await run_watch(options)
     for line in result.lines():

@@ -59,11 +59,23 @@ class Target:
 
     @classmethod
     def from_api_base(cls, api_base: str, environ: Mapping[str, str] | None = None) -> Target:
-        """A running simulator given by ``--api-base`` (its edge from ROLLOUT_EDGE_URL or derived)."""
+        """A running simulator given by ``--api-base`` (its edge from ROLLOUT_EDGE_URL or derived).
+
+        Raises:
+            UsageError: ``CLOUDFLARE_ACCOUNT_ID`` is not set.  There is no default account: a made-up one
+                makes every call of a real simulator answer 404, and a watch then sits blind all night.
+        """
         environ = os.environ if environ is None else environ
+        account = environ.get("CLOUDFLARE_ACCOUNT_ID") or environ.get("CF_ACCOUNT_ID")
+        if not account:
+            raise UsageError(
+                f"--api-base {api_base} needs CLOUDFLARE_ACCOUNT_ID: export the variables `rollout sim` "
+                "printed when it started (CLOUDFLARE_ACCOUNT_ID=…, CLOUDFLARE_API_TOKEN=…), or pass --sim to "
+                "start a simulator here"
+            )
         env = {
             "CLOUDFLARE_API_BASE_URL": api_base,
-            "CLOUDFLARE_ACCOUNT_ID": environ.get("CLOUDFLARE_ACCOUNT_ID", "0" * 32),
+            "CLOUDFLARE_ACCOUNT_ID": account,
             "CLOUDFLARE_API_TOKEN": environ.get("CLOUDFLARE_API_TOKEN", "rollout-sim-token"),
         }
         edge = environ.get("ROLLOUT_EDGE_URL")

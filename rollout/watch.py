@@ -14,8 +14,16 @@ signals), the guards judged by a :class:`GuardBoard` (shared logic the engine ca
   of them runs.  Without it a watch changes nothing and takes no lock; a rollback guard's breach then
   alerts "alert — not rolled back" with the exact ``wrangler rollback`` command.
 
-Exit codes (:mod:`rollout.exits`): 0 no rollback-guard breach, 1 rolled back and verified, 3 a rollback failed
-or is unverified, 6 a rollback guard breached and the watch alerted without rolling back.
+No blindness is read as health.  A worker that does not exist (``deployments status`` answers 10007 or
+10090) is refused at once (exit 2, :func:`check_workers_exist`).  A worker whose tail was blind (no stream,
+or a stream that went silent while the worker had traffic, see :mod:`rollout.sources`) for more than
+``max_blind`` of the watch, or that carried no tail event at all, makes the watch end "blind" (exit 5)
+instead of "ok", and the summary gives each worker's blind share.
+
+Exit codes (:mod:`rollout.exits`): 0 no rollback-guard breach and the tails could see, 1 rolled back and
+verified, 2 usage (a worker that does not exist), 3 a rollback failed or is unverified, 5 blind (more than
+``max_blind`` of the time, or no event at all), 6 a rollback guard breached and the watch alerted without
+rolling back.  When several apply, the first of 3, 1, 6, 5 wins (the others are named in the detail).
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ from .bus import (
 from .clock import Clock, SystemClock
 from .errors import LockHeld, UsageError, WranglerError
 from .events import TailEvent
-from .exits import EXIT_ALERTED, EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK
+from .exits import EXIT_ALERTED, EXIT_BLIND, EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK
 from .guards import Guard, default_guards
 from .hourly import HourlyRecorder, HourSummary
 from .journal import DEFAULT_JOURNAL, Journal
@@ -69,8 +77,9 @@ from .sources import SourceStatus, WranglerTailSource
 from .target import Target
 from .wrangler import Wrangler
 
-__all__ = ["EXIT_ALERTED", "EXIT_OK", "EXIT_ROLLBACK_FAILED", "EXIT_ROLLED_BACK", "GuardBoard", "WatchOptions",
-           "WatchResult", "Watcher", "load_guards", "manual_rollback_hint", "previous_version", "run_watch"]
+__all__ = ["EXIT_ALERTED", "EXIT_BLIND", "EXIT_OK", "EXIT_ROLLBACK_FAILED", "EXIT_ROLLED_BACK", "GuardBoard",
+           "WatchOptions", "WatchResult", "Watcher", "check_workers_exist", "load_guards", "manual_rollback_hint",
+           "previous_version", "run_watch"]
 
 logger = logging.getLogger("rollout.watch")
 
@@ -101,6 +110,8 @@ class WatchOptions:
     baseline_s: float = 60.0
     #: a blind spell longer than this alerts
     blind_alert_s: float = 60.0
+    #: a worker blind for more than this share of the watch (0..1) makes it end "blind" (exit 5)
+    max_blind: float = 0.2
     #: real seconds between ticks (guards, stats, hours, blind spells)
     tick_s: float = 0.1
     stats_interval_s: float = 1.0
@@ -124,6 +135,10 @@ class WorkerSummary:
     parse_errors: int
     #: event time (seconds) during which Cloudflare sampled the tail: its counts are lower bounds
     sampled_s: float = 0.0
+    #: tail events seen (of any kind: requests, crons, notices)
+    events: int = 0
+    #: the share of the watch the tail was blind (0..1)
+    blind_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +161,8 @@ class WatchResult:
         for w in self.workers:
             rate = f"{w.errors / w.requests * 100:.2f}%" if w.requests else "–"
             out.append(f"  {w.worker}: {w.requests} requests, {w.errors} errors ({rate}), churn {w.churn}, "
-                       f"breaches {w.breaches}, reconnects {w.reconnects}, blind {w.blind_s:.0f}s, "
-                       f"parse errors {w.parse_errors}"
+                       f"breaches {w.breaches}, reconnects {w.reconnects}, blind {w.blind_s:.0f}s "
+                       f"({w.blind_share:.0%} of the watch), parse errors {w.parse_errors}"
                        + (f", tail sampled for {w.sampled_s:.0f}s (counts are lower bounds)" if w.sampled_s else ""))
         a = self.alerts
         out.append(f"  alerts: {a.sent} sent, {a.failed} failed, {a.dropped} dropped; {len(self.hours)} hourly "
@@ -253,7 +268,8 @@ class Watcher:
         if self.options.source == "ws":
             from .wstail import WebSocketTailSource
 
-            return WebSocketTailSource(worker=worker, env=dict(self.target.env), clock=self.clock.now)
+            return WebSocketTailSource(worker=worker, env=dict(self.target.env), clock=self.clock.now,
+                                       state_dir=self.options.journal_path.parent)
         if self.wrangler is None:
             raise UsageError("watch needs wrangler for --source wrangler")
         return WranglerTailSource(argv=self.wrangler.tail_argv(worker), env=self.wrangler.process_env(),
@@ -569,17 +585,42 @@ class Watcher:
             outcome, code = "ok", EXIT_OK
             detail = f"no rollback-guard breach in {ended - started:.0f}s" + (
                 f" ({len(breaches)} alert/warn breaches)" if breaches else "")
-        workers = tuple(self._worker_summary(w, ended) for w in self.monitors)
+        blind = self._blindness(started, ended)
+        if blind and code == EXIT_OK:
+            outcome, code = "blind", EXIT_BLIND
+            detail = "the guards could not see: " + "; ".join(blind)
+        elif blind:
+            detail += "; also blind: " + "; ".join(blind)
+        workers = tuple(self._worker_summary(w, ended, started) for w in self.monitors)
         return WatchResult(self.watch_id, outcome, code, detail, started, ended, workers, breaches,
                            tuple(self.rollbacks), self.alerts.stats, tuple(self.hours))
 
-    def _worker_summary(self, worker: str, now: float) -> WorkerSummary:
+    def _blindness(self, started: float, ended: float) -> list[str]:
+        """Per worker that could not see, why: blind for more than ``max_blind`` of the watch, or no event."""
+        seconds = max(ended - started, 1e-9)
+        found = []
+        for worker, monitor in self.monitors.items():
+            blind_s = min(seconds, monitor.source.status.blind_s(ended))
+            share = blind_s / seconds
+            if not monitor.decoder.events:
+                found.append(f"{worker}: no tail event in {seconds:.0f}s (blind {blind_s:.0f}s; no stream, a "
+                             "silent one, or no traffic: nothing was judged)")
+            elif share > self.options.max_blind:
+                found.append(f"{worker}: blind {blind_s:.0f}s of {seconds:.0f}s ({share:.0%} > "
+                             f"{self.options.max_blind:.0%} allowed, --max-blind)")
+        return found
+
+    def _worker_summary(self, worker: str, now: float, started: float | None = None) -> WorkerSummary:
         totals = self.totals[worker]
-        status = self.monitors[worker].source.status
+        monitor = self.monitors[worker]
+        status = monitor.source.status
+        blind_s = status.blind_s(now)
+        seconds = now - started if started is not None else 0.0
         return WorkerSummary(worker, totals.requests, totals.errors, totals.patterns_total().get("do_churn", 0),
                              sum(1 for b in self.board.breaches if b.worker == worker), status.reconnects,
-                             status.blind_s(now), self.monitors[worker].decoder.parse_errors,
-                             self.monitors[worker].signals.sampled_ms / 1000)
+                             blind_s, monitor.decoder.parse_errors, monitor.signals.sampled_ms / 1000,
+                             events=monitor.decoder.events,
+                             blind_share=min(1.0, blind_s / seconds) if seconds > 0 else 0.0)
 
     def _with_alert_stats(self, result: WatchResult) -> WatchResult:
         stats = self.alerts.stats
@@ -597,6 +638,44 @@ def _finished_outcome(outcome: str) -> Literal["succeeded", "rolled_back", "roll
     if outcome == "rollback_failed":
         return "rollback_failed"
     return "failed"
+
+
+# -- workers that exist ------------------------------------------------------------------------------------
+async def check_workers_exist(wrangler: Wrangler, workers: Sequence[str]) -> None:
+    """Refuse to watch a worker the target does not have (a typo watches nothing, blind, all night).
+
+    ``wrangler deployments status --name W --json`` for each worker, concurrently; Cloudflare's codes 10007
+    and 10090 mean there is no such worker.  Any other failure (API down, a timeout) is logged and the
+    watch goes on: its blind rules tell what it could not see.
+
+    Raises:
+        UsageError: naming every worker that does not exist.
+    """
+    from .prechange import _NO_SUCH_WORKER
+
+    missing: list[str] = []
+
+    async def check(worker: str) -> None:
+        try:
+            result = await wrangler.run("deployments", "status", "--name", worker, "--json")
+        except WranglerError as exc:
+            logger.warning("cannot tell whether worker %s exists: %s", worker, exc)
+            return
+        if result.ok:
+            return
+        if any(code in result.codes for code in _NO_SUCH_WORKER):
+            missing.append(worker)
+        else:
+            first = result.error_text.splitlines()[0] if result.error_text else f"exit {result.returncode}"
+            logger.warning("cannot tell whether worker %s exists: %s", worker, first)
+
+    async with anyio.create_task_group() as tg:
+        for worker in dict.fromkeys(workers):
+            tg.start_soon(check, worker)
+    if missing:
+        names = ", ".join(sorted(missing))
+        raise UsageError(f"not watching: no worker named {names} on this target (`wrangler deployments status "
+                         f"--name {sorted(missing)[0]}` says it does not exist); check the name")
 
 
 # -- guards from a file or a plan ------------------------------------------------------------------------
@@ -644,6 +723,7 @@ async def run_watch(options: WatchOptions, *, clock: Clock | None = None,
     try:
         async with open_target(options.sim, options.scenario, options.api_base, run_dir) as (target, _sim):
             wrangler = Wrangler.for_project(None, target.env, run_dir / "wrangler")
+            await check_workers_exist(wrangler, options.workers)
             bus = EventBus()
             view = make_view(console, options.tty)
             alerts = AlertSink(options.webhook, attempts=options.alert_attempts, backoff_s=options.alert_backoff_s,

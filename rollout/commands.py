@@ -14,8 +14,9 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
+from .bus import EventBus
 from .durations import format_duration
-from .errors import LockHeld, UsageError, WranglerError
+from .errors import LockHeld, UsageError
 from .exits import EXIT_OK, EXIT_PREFLIGHT, EXIT_ROLLBACK_FAILED, EXIT_USAGE
 from .journal import (
     Change,
@@ -30,6 +31,7 @@ from .journal import (
 )
 from .lock import hold_locks, locks_held_by, process_alive
 from .plan import load_plan
+from .rollback import rollback_and_verify
 from .runner import RunOptions, run_plan
 from .target import Target
 from .wrangler import Wrangler
@@ -297,19 +299,14 @@ async def _roll_back(args: argparse.Namespace, console: Console, journal: Journa
     wrangler = Wrangler.for_project(plan_dir, target.env, run_dir / "wrangler")
     message = f"rollout: {how} of {record.id}"
     failed = False
+    bus = EventBus()  # the attempts are only printed: this command has no view
     for change in reversed(changes):
         assert change.before is not None
-        result = await wrangler.rollback(change.worker, change.before, message)
-        try:
-            state = await wrangler.deployment_status(change.worker)
-            verified = state.sole_version == change.before
-            seen = f"active {state.versions}"
-        except WranglerError as exc:  # the rollback may have taken: unverified, never "nothing changed"
-            verified, seen = False, f"cannot read the deployment ({str(exc)[:160]})"
+        # the same retried, timed-out and verified rollback as a run's own (rollout/rollback.py)
+        outcome = await rollback_and_verify(wrangler, bus, change.worker, change.after, change.before, message)
+        verified = outcome.verified
         failed |= not verified
-        note = ("verified" if verified else
-                f"NOT verified: {seen}; {result.error_text[:200]}; by hand: "
-                f"`wrangler rollback {change.before} --name {change.worker} -y`")
+        note = "verified" if verified else f"NOT verified: {outcome.detail}"
         with anyio.CancelScope(shield=True):
             await journal.append(record.id, [rollback_done(
                 change.worker, change.after, change.before, verified, f"rollout {how}: {note}", time.time())])

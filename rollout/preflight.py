@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from .diagnosis import explain_code
+from .errors import WranglerError
 from .wrangler import Wrangler, WranglerResult
 from .wrangler_config import Binding, WranglerConfig, load_config
 
@@ -167,11 +168,11 @@ async def check_whoami(wrangler: Wrangler, cwd: Path | None, passed: list[str]) 
 def _names(kind: str, result: WranglerResult) -> set[str]:
     """Names and ids in a list command's output."""
     if kind in ("d1", "kv_namespace"):
-        text = result.stdout
-        start = text.find("[")
         try:
-            items = json.loads(text[start:]) if start >= 0 else []
-        except json.JSONDecodeError:
+            items = result.json()
+        except WranglerError:
+            items = []
+        if not isinstance(items, list):
             items = []
         keys = ("uuid", "name") if kind == "d1" else ("id", "title")
         return {str(i.get(k)) for i in items if isinstance(i, dict) for k in keys if i.get(k)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+from terminal import read_fd
 
 from rollout.journal import Change, Journal
 from rollout.lock import Holder, LocalLock, lock_scope
@@ -154,23 +154,6 @@ async def test_status_tells_a_live_runner_from_a_dead_one_and_a_zombie(workdir: 
                 proc.wait()
 
 
-def _read_until(fd: int, needle: bytes, seconds: float) -> bytes:
-    out = b""
-    deadline = time.monotonic() + seconds
-    while needle not in out and (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
 def test_unlock_asks_on_a_terminal_and_refuses_without_one(workdir: Path) -> None:
     """`rollout unlock W`: on a terminal it asks and `n` keeps the lock; without one (and without --yes) it
     exits 2 with one line and keeps the lock."""
@@ -190,10 +173,10 @@ def test_unlock_asks_on_a_terminal_and_refuses_without_one(workdir: Path) -> Non
                                 stderr=child, close_fds=True)
         os.close(child)
         try:
-            seen = _read_until(main, b"[y/N]", 30)
+            seen = read_fd(main, 30, until=b"[y/N]")
             assert b"pid 4242 on ci-1" in seen and b"remove the lock of w? [y/N] " in seen, seen
             os.write(main, b"n\n")
-            seen += _read_until(main, b"nothing done", 30)
+            seen += read_fd(main, 30, until=b"nothing done")
             assert proc.wait(timeout=30) == 2
             assert b"nothing done" in seen
         finally:

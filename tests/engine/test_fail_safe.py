@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from terminal import read_fd
 
 from .failsafe import ROLLOUT, active, line_of, rollout, run_env, versions, wait_for, write_plan, write_scenario
 
@@ -176,23 +176,6 @@ def test_bad_option_values_are_usage_errors_before_anything_runs(workdir: Path) 
 
 # -- gates, in a real pseudo-terminal ------------------------------------------------------------------
 
-def _read(fd: int, seconds: float) -> bytes:
-    out = b""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
 class Terminal:
     """`rollout run` with a pseudo-terminal for stdin/stdout (a person at a keyboard, or not)."""
 
@@ -208,8 +191,8 @@ class Terminal:
         deadline = time.monotonic() + timeout
         while text.encode() not in self.seen:
             assert time.monotonic() < deadline, f"never saw {text!r}: {self.seen[-3000:]!r}"
-            assert self.proc.poll() is None or _read(self.main, 0.2), f"exited: {self.seen[-3000:]!r}"
-            self.seen += _read(self.main, 0.3)
+            assert self.proc.poll() is None or read_fd(self.main, 0.2), f"exited: {self.seen[-3000:]!r}"
+            self.seen += read_fd(self.main, 0.3)
 
     def type(self, text: str) -> None:
         os.write(self.main, text.encode())
@@ -217,8 +200,8 @@ class Terminal:
     def finish(self, timeout: float = 120) -> tuple[int, str]:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
-            self.seen += _read(self.main, 0.3)
-        self.seen += _read(self.main, 0.3)
+            self.seen += read_fd(self.main, 0.3)
+        self.seen += read_fd(self.main, 0.3)
         code = self.proc.wait(timeout=10)
         return code, self.seen.decode("utf-8", "replace")
 

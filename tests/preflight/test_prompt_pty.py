@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import pty
 import re
-import select
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from terminal import read_fd
 
 from .conftest import VAST_PARSER, rollout_argv, write
 
@@ -18,23 +18,6 @@ pytestmark = [pytest.mark.wrangler, pytest.mark.slow]
 
 QUESTION = "Ship it to everyone?"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][A-Z0-9]|\r")
-
-
-def _read(fd: int, seconds: float) -> bytes:
-    out = b""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
 
 
 def test_gate_prompt_is_not_broken_by_background_output(workdir: Path) -> None:
@@ -58,9 +41,9 @@ def test_gate_prompt_is_not_broken_by_background_output(workdir: Path) -> None:
         deadline = time.monotonic() + 90
         while QUESTION.encode() not in seen:
             assert time.monotonic() < deadline, f"no prompt; output so far: {seen[-2000:]!r}"
-            seen += _read(main, 0.5)
+            seen += read_fd(main, 0.5)
         tail = seen[seen.rindex(QUESTION.encode()):]
-        waiting = _read(main, 5.0)  # traffic and the tail keep flowing while the prompt waits
+        waiting = read_fd(main, 5.0)  # traffic and the tail keep flowing while the prompt waits
         prompt_line = _ANSI.sub("", (tail + waiting).decode("utf-8", "replace"))
         assert prompt_line.startswith(QUESTION)
         assert "\n" not in prompt_line, f"something was written into the prompt: {prompt_line!r}"
@@ -69,8 +52,8 @@ def test_gate_prompt_is_not_broken_by_background_output(workdir: Path) -> None:
         rest = b""
         end = time.monotonic() + 90
         while proc.poll() is None and time.monotonic() < end:
-            rest += _read(main, 0.5)
-        rest += _read(main, 0.5)
+            rest += read_fd(main, 0.5)
+        rest += read_fd(main, 0.5)
         assert proc.wait(timeout=10) == 0, rest.decode("utf-8", "replace")[-2000:]
         assert b"succeeded" in rest
     finally:

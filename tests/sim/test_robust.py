@@ -68,14 +68,21 @@ def sim_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+#: The simulator's documented answer to a machine too loaded to generate the asked traffic (these tests run at
+#: up to 1000 req/s per worker; under a loaded CI machine it falls behind and says so): not a robustness failure.
+OVERLOAD = r"cannot serve the scenario's rate"
+
+
 def assert_clean(caplog: pytest.LogCaptureFixture, *allowed_warnings: str) -> None:
-    """No ERROR record, no traceback anywhere, and no warning but the ``allowed_warnings`` patterns."""
+    """No ERROR record, no traceback anywhere, and no warning but the ``allowed_warnings`` patterns (and the
+    traffic generator's overload warning, see OVERLOAD)."""
     bad = []
+    allowed = (*allowed_warnings, OVERLOAD)
     for record in caplog.records:
         message = record.getMessage()
         if record.levelno >= logging.ERROR or record.exc_info or "Traceback" in message:
             bad.append(record)
-        elif record.levelno >= logging.WARNING and not any(re.search(p, message) for p in allowed_warnings):
+        elif record.levelno >= logging.WARNING and not any(re.search(p, message) for p in allowed):
             bad.append(record)
     assert not bad, "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in bad)
 

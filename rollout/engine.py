@@ -552,6 +552,9 @@ class Engine:
             self.rollbacks.append(record)
         await self._watch_recovery()
         for record in self.rollbacks:
+            if record.unchanged:  # nothing was rolled back: say so, and file no rollback
+                self.bus.publish(Message(text=f"{record.worker}: {record.detail}"))
+                continue
             self.bus.publish(RollbackDone(worker=record.worker, from_version=record.from_version,
                                           to_version=record.to_version or "", attempts=record.attempts,
                                           verified=record.verified, detail=record.detail,
@@ -705,6 +708,10 @@ class Engine:
             if self.internal_error is not None:
                 return RunResult(self.rollout_id, "internal_error", EXIT_INTERNAL,
                                  f"{self.internal_error} (rolled back and verified)", started, ended, verified_at)
+            if all(r.unchanged for r in self.rollbacks):  # the failed step never moved traffic
+                return RunResult(self.rollout_id, "failed", EXIT_ROLLED_BACK,
+                                 f"{cause}; nothing was changed (verified: the previous versions still serve)",
+                                 started, ended)
             outcome = ("interrupted" if self.signal is not None and self.breach is None else
                        "aborted" if self.aborted_by is not None and self.breach is None else "rolled_back")
             return RunResult(self.rollout_id, outcome, EXIT_ROLLED_BACK, cause, started, ended, verified_at)

@@ -335,3 +335,22 @@ def test_github_actions_gets_groups_annotations_and_the_step_summary(
     assert any(line.startswith("::error title=breach%3A error_rate on greeter::error rate") for line in lines)
     text = summary.read_text()
     assert text.startswith("# earlier step\n") and "greeter rollout" in text and "rolled back" in text
+
+
+def test_a_deploy_that_fails_changes_nothing_and_nothing_is_rolled_back(
+        workdir: Path, sim_process: Callable[..., Any]) -> None:
+    """The deploy is refused by the API (code 10021): the worker is verified unchanged, no `wrangler rollback`
+    runs, and the outcome says it failed with nothing changed, not "rolled back"."""
+    plan = write_plan(workdir, 'Deploy(app), Watch("2s")')
+    refuse = ('[[faults.api]]\ncall = "deploy"\nstatus = 400\ncode = 10021\n'
+              'message = "Binding type \'Images\' is not valid"\n')
+    sim = sim_process(str(write_scenario(workdir, extra=refuse)))
+    before = active(sim.env)
+    done = rollout(workdir, sim, "run", str(plan), "--yes")
+    assert done.returncode == 1, done.stdout
+    assert "nothing was changed (verified" in done.stdout
+    assert "wrangler rollback" not in (workdir / ".rollout" / "rollout.log").read_text()
+    data = report(workdir)
+    assert data["outcome"] == "failed" and data["rollbacks"] == []
+    assert "rolled back (verified)" not in (workdir / "reports" / "summary.md").read_text()
+    assert active(sim.env) == before

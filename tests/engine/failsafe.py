@@ -6,11 +6,13 @@ simulator afterwards which version is live.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,18 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def running(workdir: Path, sim: Any, plan: Path, *extra: str,
+            stderr: int = subprocess.STDOUT) -> Iterator[subprocess.Popen[str]]:
+    """``rollout run PLAN --api-base SIM --no-tty`` in the background; killed if still running at the end."""
+    proc = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--no-tty", *extra],
+                            cwd=workdir, env=run_env(workdir, sim.env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

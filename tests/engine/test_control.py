@@ -11,15 +11,9 @@ from typing import Any
 
 import pytest
 
-from .failsafe import ROLLOUT, active, run_env, wait_for, write_plan, write_scenario
+from .failsafe import ROLLOUT, active, run_env, running, wait_for, write_plan, write_scenario
 
 pytestmark = [pytest.mark.wrangler, pytest.mark.slow]
-
-
-def start(workdir: Path, sim: Any, plan: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--no-tty", *extra],
-                            cwd=workdir, env=run_env(workdir, sim.env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def control(workdir: Path, sim: Any, command: str) -> subprocess.CompletedProcess[str]:
@@ -28,12 +22,7 @@ def control(workdir: Path, sim: Any, command: str) -> subprocess.CompletedProces
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, _ = proc.communicate(timeout=timeout)
     return out
 
 
@@ -41,12 +30,12 @@ def test_abort_rolls_back_a_running_rollout_and_verifies(workdir: Path, sim_proc
     plan = write_plan(workdir, 'Deploy(app), Watch("10m")')
     sim = sim_process(str(write_scenario(workdir)))
     before = active(sim.env)
-    proc = start(workdir, sim, plan)
-    wait_for(lambda: active(sim.env) != before, 90, "the deploy")
-    done = control(workdir, sim, "abort")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "abort: ok — aborting: rolling back what this run changed" in done.stdout
-    out = finish(proc)
+    with running(workdir, sim, plan) as proc:
+        wait_for(lambda: active(sim.env) != before, 90, "the deploy")
+        done = control(workdir, sim, "abort")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "abort: ok — aborting: rolling back what this run changed" in done.stdout
+        out = finish(proc)
     assert proc.returncode == 1, out
     assert "aborted by `rollout abort`" in out and "verified" in out
     assert json.loads((workdir / "reports" / "report.json").read_text())["outcome"] == "aborted"
@@ -60,24 +49,24 @@ def test_pause_holds_a_bake_until_resume_and_promote_ends_it_early(
     plan = write_plan(workdir, 'Deploy(app), Watch("2s"), Watch("60s")')
     sim = sim_process(str(write_scenario(workdir)))
     before = active(sim.env)
-    proc = start(workdir, sim, plan)
-    wait_for(lambda: active(sim.env) != before, 90, "the deploy")
-    paused = control(workdir, sim, "pause")
-    assert paused.returncode == 0 and "paused" in paused.stdout, paused.stdout + paused.stderr
-    time.sleep(8)
-    assert proc.poll() is None
-    status = control(workdir, sim, "pause")  # still held: before phase 2 starts, or in its bake
-    assert "— paused: phase" in status.stdout and "phase 3/3" not in status.stdout, status.stdout
-    assert control(workdir, sim, "resume").returncode == 0
-    deadline = time.monotonic() + 60
-    while True:
-        promoted = control(workdir, sim, "promote")
-        if "phase 3/3" in promoted.stdout and "bake time skipped" in promoted.stdout:
-            break
-        assert time.monotonic() < deadline, promoted.stdout
-        time.sleep(1)
-    started = time.monotonic()
-    out = finish(proc)
+    with running(workdir, sim, plan) as proc:
+        wait_for(lambda: active(sim.env) != before, 90, "the deploy")
+        paused = control(workdir, sim, "pause")
+        assert paused.returncode == 0 and "paused" in paused.stdout, paused.stdout + paused.stderr
+        time.sleep(8)
+        assert proc.poll() is None
+        status = control(workdir, sim, "pause")  # still held: before phase 2 starts, or in its bake
+        assert "— paused: phase" in status.stdout and "phase 3/3" not in status.stdout, status.stdout
+        assert control(workdir, sim, "resume").returncode == 0
+        deadline = time.monotonic() + 60
+        while True:
+            promoted = control(workdir, sim, "promote")
+            if "phase 3/3" in promoted.stdout and "bake time skipped" in promoted.stdout:
+                break
+            assert time.monotonic() < deadline, promoted.stdout
+            time.sleep(1)
+        started = time.monotonic()
+        out = finish(proc)
     assert proc.returncode == 0, out
     assert time.monotonic() - started < 40
     assert "paused by `rollout pause`" in out and "promoted by `rollout promote`" in out

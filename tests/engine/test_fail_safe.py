@@ -20,7 +20,18 @@ from typing import Any
 import pytest
 from terminal import read_fd
 
-from .failsafe import ROLLOUT, active, line_of, rollout, run_env, versions, wait_for, write_plan, write_scenario
+from .failsafe import (
+    ROLLOUT,
+    active,
+    line_of,
+    rollout,
+    run_env,
+    running,
+    versions,
+    wait_for,
+    write_plan,
+    write_scenario,
+)
 
 pytestmark = [pytest.mark.wrangler, pytest.mark.slow]
 
@@ -55,18 +66,11 @@ def test_sigterm_during_a_bake_rolls_back_verifies_and_reports(workdir: Path, si
     plan = write_plan(workdir, 'Deploy(app), Watch("10m")')
     sim = sim_process(str(write_scenario(workdir)))
     before = active(sim.env)
-    proc = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--no-tty"], cwd=workdir,
-                            env=run_env(workdir, sim.env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
+    with running(workdir, sim, plan) as proc:
         wait_for(lambda: active(sim.env) != before, 90, "the deploy")
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, out
     assert "SIGTERM received: rolling back" in out
     assert "verified" in out
@@ -81,19 +85,12 @@ def test_a_second_signal_exits_at_once_naming_what_is_live(workdir: Path, sim_pr
     slow = '[[faults.api]]\ncall = "rollback"\ndelay = 60.0\n'
     sim = sim_process(str(write_scenario(workdir, extra=slow)))
     before = active(sim.env)
-    proc = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--no-tty"], cwd=workdir,
-                            env=run_env(workdir, sim.env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with running(workdir, sim, plan, stderr=subprocess.PIPE) as proc:
         wait_for(lambda: active(sim.env) != before, 90, "the deploy")
         proc.send_signal(signal.SIGINT)
         time.sleep(3.0)  # the rollback is now waiting on the slow API
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, out + err
     assert "second SIGINT: exiting now" in err
     assert f"wrangler rollback {before[0]} --name greeter -y" in err
@@ -274,10 +271,7 @@ def test_sigterm_before_any_change_stops_with_143_and_changes_nothing(
     plan.write_text(plan.read_text().replace('baseline="2s"', 'baseline="60s"'))
     sim = sim_process(str(write_scenario(workdir)))
     count = versions(sim.env)
-    proc = subprocess.Popen([*ROLLOUT, "run", str(plan), "--api-base", sim.api_base, "--no-tty"], cwd=workdir,
-                            env=run_env(workdir, sim.env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
+    with running(workdir, sim, plan) as proc:
         assert proc.stdout is not None
         seen = ""
         while "measuring baseline" not in seen:
@@ -286,10 +280,6 @@ def test_sigterm_before_any_change_stops_with_143_and_changes_nothing(
             seen += line
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 143, seen + out
     assert "nothing was changed" in out
     assert "wrangler rollback" not in (workdir / ".rollout" / "rollout.log").read_text()

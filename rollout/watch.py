@@ -319,15 +319,7 @@ class Watcher:
         try:
             why = ("one rollback per worker per watch, done already" if self.options.rollback_on_breach
                    else "watch runs without --rollback-on-breach")
-            previous: str | None = None
-            unknown = ""
-            if self.wrangler is None:
-                unknown = "no wrangler to read deployments with"
-            else:
-                try:
-                    _, previous = await previous_version(self.wrangler, worker)
-                except WranglerError as exc:
-                    unknown = f"cannot read deployments of {worker}: {str(exc)[:160]}"
+            _, previous, unknown = await self._versions(worker)
             hint = manual_rollback_hint(worker, previous, unknown)
             self._hints[worker] = hint
             self.bus.publish(Message(level="warn", text=f"{breach.guard} on {worker}: alert — not rolled back "
@@ -336,6 +328,16 @@ class Watcher:
                                                                hint=hint))
         finally:
             self._alerts_running -= 1
+
+    async def _versions(self, worker: str) -> tuple[str | None, str | None, str]:
+        """The worker's current and previous 100% versions, and why they are unknown ("" when known)."""
+        if self.wrangler is None:
+            return None, None, "no wrangler to read deployments with"
+        try:
+            current, previous = await previous_version(self.wrangler, worker)
+        except WranglerError as exc:
+            return None, None, f"cannot read deployments of {worker}: {str(exc)[:160]}"
+        return current, previous, ""
 
     # -- rollback ------------------------------------------------------------------------------------
     async def _rollback(self, worker: str, breach: Breach) -> None:
@@ -348,10 +350,7 @@ class Watcher:
         if self.wrangler is None:
             detail = "no wrangler to roll back with"
         else:
-            try:
-                current, previous = await previous_version(self.wrangler, worker)
-            except WranglerError as exc:
-                detail = f"cannot read deployments of {worker}: {exc}"
+            current, previous, detail = await self._versions(worker)
             if previous is None and not detail:
                 detail = f"{worker} has no earlier deployment of a single version at 100%: nothing to roll back to"
             if previous is not None:
